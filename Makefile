@@ -1,0 +1,26 @@
+# calibseg entry points. Every target installs what it needs first (idempotent, into .venv/).
+PY := .venv/bin/python
+DATA := data/demo
+
+.PHONY: install install-tests demo test lint bench data
+
+install:
+	@bash tools/install.sh
+
+install-tests:
+	@bash tools/install.sh --tests
+
+data: install
+	@test -f $(DATA)/VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt || $(PY) tools/dataset_converters/generate_demo_data.py --out $(DATA)
+
+demo: data
+	@$(PY) tools/demo.py --data-root $(DATA)
+
+test: install-tests
+	@$(PY) -m pytest tests -q -p no:cacheprovider
+
+lint: install-tests
+	@$(PY) -m ruff check .
+
+bench: install-tests
+	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f; done

@@ -1,0 +1,3 @@
+from .transforms import CheckLabelRange
+
+__all__ = ['CheckLabelRange']

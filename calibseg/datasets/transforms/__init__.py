@@ -1,0 +1,3 @@
+from .check_label_range import CheckLabelRange
+
+__all__ = ['CheckLabelRange']
