@@ -6,6 +6,7 @@ import os.path as osp
 import sys
 
 import pytest
+import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'baseline', 'fcn_r18-os16_ce_600it_demo-voc12aug-96x96.py')
@@ -58,3 +59,28 @@ def as_cli_options(options: dict) -> list:
             value = '(' + ','.join(str(v) for v in value) + ')'
         out.append(f'{key}={value}')
     return out
+
+
+# ---------------------------------------------------------------- calibration-metric samples
+K = 5
+CLASSES = tuple(f'c{i}' for i in range(K))
+
+
+def make_samples(n: int, *, seed: int = 0, size=(6, 7), k: int = K):
+    """Data samples as mmseg's model returns them: seg_logits (K,H,W), gt_sem_seg (1,H,W)."""
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for i in range(n):
+        logits = torch.randn(k, *size, generator=g) * 3
+        labels = torch.randint(0, k, size, generator=g)
+        labels[torch.rand(size, generator=g) < 0.1] = 255
+        samples.append(dict(seg_logits=dict(data=logits), gt_sem_seg=dict(data=labels[None]),
+                            img_path=f'img_{i}.jpg'))
+    return samples
+
+
+def run_metric(metric, samples, batch_size=1):
+    metric.dataset_meta = dict(classes=CLASSES)
+    for start in range(0, len(samples), batch_size):
+        metric.process({}, samples[start:start + batch_size])
+    return metric.evaluate(len(samples))

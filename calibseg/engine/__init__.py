@@ -1,0 +1,3 @@
+from .hooks import ReliabilityDiagramHook
+
+__all__ = ['ReliabilityDiagramHook']

@@ -1,0 +1,3 @@
+from .metrics import BinaryCalibrationMetric, PixelCalibrationMetric
+
+__all__ = ['BinaryCalibrationMetric', 'PixelCalibrationMetric']

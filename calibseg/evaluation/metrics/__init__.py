@@ -1,0 +1,3 @@
+from .pixel_calibration_metric import BinaryCalibrationMetric, PixelCalibrationMetric
+
+__all__ = ['BinaryCalibrationMetric', 'PixelCalibrationMetric']

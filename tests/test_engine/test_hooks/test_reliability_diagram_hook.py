@@ -1,0 +1,42 @@
+"""ReliabilityDiagramHook: files from the statistics a calibration metric published, and the re-draw tool."""
+from __future__ import annotations
+
+import json
+import os.path as osp
+import subprocess
+import sys
+from types import SimpleNamespace
+
+from conftest import ROOT, make_samples, run_metric
+from mmengine.logging import MessageHub
+
+from calibseg.engine.hooks import RELIABILITY_INFO_PREFIX, ReliabilityDiagramHook
+from calibseg.evaluation import PixelCalibrationMetric
+
+
+def test_hook_writes_json_png_and_redraws(tmp_path):
+    hub = MessageHub.get_current_instance()
+    hub.runtime_info.clear()
+    metrics = run_metric(PixelCalibrationMetric(), make_samples(3))
+    runner = SimpleNamespace(log_dir=str(tmp_path), iter=12, visualizer=None)
+    ReliabilityDiagramHook(classwise=True).after_val_epoch(runner, metrics)
+    stem = tmp_path / 'reliability' / 'val_12_PixelCalibrationMetric'
+    record = json.loads((tmp_path / 'reliability' / 'val_12_PixelCalibrationMetric.json').read_text())
+    assert sum(record['top_label']['count']) == record['num_pixels'] > 0
+    assert record['scalars']['ECE'] == metrics['ECE']
+    assert osp.getsize(f'{stem}.png') > 1000 and osp.getsize(f'{stem}_classwise.png') > 1000
+    # drawn once: the statistics are removed from the hub (they would otherwise land in checkpoints)
+    assert not any(k.startswith(RELIABILITY_INFO_PREFIX) for k in hub.runtime_info)
+
+    out = tmp_path / 'again.png'
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'plot_reliability.py'), f'{stem}.json',
+                           '--out', str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert osp.getsize(out) > 1000
+
+
+def test_hook_without_statistics_only_warns(tmp_path):
+    MessageHub.get_current_instance().runtime_info.clear()
+    runner = SimpleNamespace(log_dir=str(tmp_path), iter=0, visualizer=None)
+    ReliabilityDiagramHook().after_test_epoch(runner, {})
+    assert not (tmp_path / 'reliability').exists()
