@@ -91,6 +91,7 @@ def test_two_process_gloo_train_and_val(tiny_voc, tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert 'Distributed launcher: pytorch' in log
-    assert 'World size: 2' in log
+    assert 'Distributed training: True' in log
+    assert 'GPU number: 2' in log  # mmengine's name for the world size
     assert 'mIoU' in log  # validation ran at the end of training
     assert osp.isfile(work_dir / 'iter_4.pth')

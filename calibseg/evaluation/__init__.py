@@ -1,3 +1,3 @@
-from .metrics import BinaryCalibrationMetric, PixelCalibrationMetric
+from .metrics import BinaryCalibrationMetric, PixelCalibrationMetric, SaliencyMetric
 
-__all__ = ['BinaryCalibrationMetric', 'PixelCalibrationMetric']
+__all__ = ['BinaryCalibrationMetric', 'PixelCalibrationMetric', 'SaliencyMetric']

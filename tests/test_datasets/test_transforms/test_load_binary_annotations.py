@@ -1,0 +1,52 @@
+"""LoadBinaryAnnotations: >threshold binarisation to {0, 1}, grayscale decoding of any mask mode."""
+import numpy as np
+import pytest
+from mmseg.registry import TRANSFORMS
+from PIL import Image
+
+from calibseg.datasets.transforms.load_binary_annotations import LoadBinaryAnnotations
+
+VALUES = np.array([[0, 1, 127, 128], [129, 200, 254, 255]], np.uint8)
+
+
+def _load(path, **options):
+    results = dict(seg_map_path=str(path), reduce_zero_label=False, seg_fields=[])
+    return LoadBinaryAnnotations(**options)(results)
+
+
+def test_default_threshold_is_strictly_above_128(tmp_path):
+    Image.fromarray(VALUES).save(tmp_path / 'm.png')
+    out = _load(tmp_path / 'm.png')
+    assert out['gt_seg_map'].dtype == np.uint8
+    np.testing.assert_array_equal(out['gt_seg_map'], [[0, 0, 0, 0], [1, 1, 1, 1]])
+    assert out['seg_fields'] == ['gt_seg_map']
+    np.testing.assert_array_equal(_load(tmp_path / 'm.png', threshold=0)['gt_seg_map'], [[0, 1, 1, 1], [1, 1, 1, 1]])
+
+
+def test_rgb_and_palette_masks_use_the_stored_colour(tmp_path):
+    Image.fromarray(np.repeat(VALUES[..., None], 3, axis=2)).save(tmp_path / 'rgb.png')
+    palette = Image.fromarray((VALUES > 128).astype(np.uint8), mode='P')  # indices 0/1, colours black/white
+    palette.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    palette.save(tmp_path / 'pal.png')
+    for name in ('rgb.png', 'pal.png'):
+        np.testing.assert_array_equal(_load(tmp_path / name)['gt_seg_map'], [[0, 0, 0, 0], [1, 1, 1, 1]])
+
+
+def test_label_map_and_build(tmp_path):
+    Image.fromarray(VALUES).save(tmp_path / 'm.png')
+    transform = TRANSFORMS.build(dict(type='LoadBinaryAnnotations', threshold=200))
+    results = transform(dict(seg_map_path=str(tmp_path / 'm.png'), reduce_zero_label=False, seg_fields=[],
+                             label_map={1: 0, 0: 1}))
+    np.testing.assert_array_equal(results['gt_seg_map'], [[1, 1, 1, 1], [1, 1, 0, 0]])
+    assert 'threshold=200' in repr(transform)
+
+
+def test_errors(tmp_path):
+    for bad in (-1, 255, 'high', True):
+        with pytest.raises(ValueError, match='threshold'):
+            LoadBinaryAnnotations(threshold=bad)
+    with pytest.raises(TypeError):
+        TRANSFORMS.build(dict(type='LoadBinaryAnnotations', reduce_zero_label=True))
+    Image.fromarray(VALUES).save(tmp_path / 'm.png')
+    with pytest.raises(ValueError, match='reduce_zero_label'):
+        LoadBinaryAnnotations()(dict(seg_map_path=str(tmp_path / 'm.png'), reduce_zero_label=True, seg_fields=[]))

@@ -1,0 +1,200 @@
+"""SC-BCE (pure function): expectation over draws, reproducibility, gradients, validation."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from calibseg.functional.losses.scbce import scbce_loss, scbce_targets, validate_scbce_args
+
+IGNORE = 255
+
+
+def _batch(n=4, h=5, w=6, *, seed=0, ignore_frac=0.2, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, 1, h, w, generator=gen, dtype=torch.float64) * 2.5
+    target = torch.randint(0, 2, (n, h, w), generator=gen)
+    target[torch.rand(n, h, w, generator=gen) < ignore_frac] = IGNORE
+    if ignore_frac > 0:
+        target.view(-1)[0] = IGNORE
+    return logits.to(dtype), target
+
+
+def _naive_bce(logits, target, y_tilde_per_image):
+    """BCE with logits against per-image targets given as a function of y, mean over valid pixels (numpy)."""
+    z = logits[:, 0].double().numpy()
+    y = target.numpy()
+    total, count = 0.0, 0
+    for i in range(z.shape[0]):
+        valid = y[i] != IGNORE
+        t = y_tilde_per_image(i, y[i][valid].astype(float))
+        zi = z[i][valid]
+        total += float(np.sum(np.logaddexp(0.0, zi) - t * zi))
+        count += int(valid.sum())
+    return total / count
+
+
+@pytest.mark.parametrize('beta, alpha', [(2.0, 0.2), (0.5, 0.6), (1.0, 0.5)])
+def test_monte_carlo_average_matches_expected_label_smoothing(beta, alpha):
+    """The mean over draws equals the expected=True loss, which is BCE with smoothing eps = 2 alpha beta."""
+    logits, target = _batch()
+    expected = scbce_loss(logits, target, alpha=alpha, beta=beta, expected=True)
+    eps = 2 * alpha * beta
+    smoothed = _naive_bce(logits, target, lambda i, y: (1 - eps) * y + eps / 2)
+    assert expected.item() == pytest.approx(smoothed, rel=1e-12)
+
+    gen = torch.Generator().manual_seed(123)
+    draws = torch.stack([scbce_loss(logits, target, alpha=alpha, beta=beta, generator=gen)
+                         for _ in range(2000)])
+    std_err = draws.std().item() / math.sqrt(draws.numel())
+    assert abs(draws.mean().item() - expected.item()) < 4.5 * std_err
+    assert std_err > 0  # the draws do vary
+
+
+def test_monte_carlo_with_per_image_alpha():
+    logits, target = _batch(n=3)
+    beta = 2.0
+    alpha = torch.tensor([0.0, 0.1, 0.25])
+    expected = scbce_loss(logits, target, alpha=alpha, beta=beta, expected=True)
+    smoothed = _naive_bce(logits, target,
+                          lambda i, y: (1 - 2 * alpha[i].item() * beta) * y + alpha[i].item() * beta)
+    assert expected.item() == pytest.approx(smoothed, rel=1e-12)
+    gen = torch.Generator().manual_seed(7)
+    draws = torch.stack([scbce_loss(logits, target, alpha=alpha, beta=beta, generator=gen) for _ in range(2000)])
+    std_err = draws.std().item() / math.sqrt(draws.numel())
+    assert abs(draws.mean().item() - expected.item()) < 4.5 * std_err
+
+
+def test_each_draw_perturbs_whole_images():
+    """Per image the loss map is either plain BCE or BCE against (1-2b)y+b, never a mix."""
+    logits, target = _batch(n=6, ignore_frac=0.0)
+    beta = 2.0
+    plain = scbce_loss(logits, target, alpha=0.0, beta=beta, generator=torch.Generator(), reduction='none')
+    flipped_target = (1 - 2 * beta) * target.double() + beta
+    z = logits[:, 0]
+    flipped = torch.nn.functional.softplus(z) - flipped_target * z
+    gen = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(20):
+        draw = scbce_loss(logits, target, alpha=0.25, beta=beta, generator=gen, reduction='none')
+        for i in range(6):
+            is_plain = torch.allclose(draw[i], plain[i])
+            assert is_plain or torch.allclose(draw[i], flipped[i])
+            seen.add(is_plain)
+    assert seen == {True, False}
+
+
+def test_reference_default_beta_gives_targets_minus_one_and_two():
+    """beta=2 (code default): a perturbed image's targets are -1 (foreground) and 2 (background)."""
+    y = torch.tensor([[1, 0, 1]]).repeat(64, 1)
+    gen = torch.Generator().manual_seed(0)
+    targets = scbce_targets(y, torch.full((64,), 0.25, dtype=torch.float64), beta=2.0, generator=gen)
+    perturbed = (targets != y.double()).any(dim=1)
+    assert 0 < int(perturbed.sum()) < 64
+    assert torch.equal(targets[perturbed], torch.tensor([-1.0, 2.0, -1.0], dtype=torch.float64).expand(
+        int(perturbed.sum()), 3))
+    # its expectation stays in [0, 1]: smoothing eps = 2 * 0.25 * 2 = 1, i.e. the uniform target 0.5
+    expected = scbce_targets(y, torch.full((64,), 0.25, dtype=torch.float64), beta=2.0, expected=True)
+    assert torch.allclose(expected, torch.full_like(expected, 0.5))
+
+
+def test_fixed_seed_is_reproducible_and_seeds_differ():
+    logits, target = _batch()
+
+    def run(seed):
+        gen = torch.Generator().manual_seed(seed)
+        return torch.stack([scbce_loss(logits, target, alpha=0.2, generator=gen) for _ in range(30)])
+
+    assert torch.equal(run(3), run(3))
+    assert not torch.equal(run(3), run(4))
+    # the global RNG is neither used nor advanced
+    state = torch.get_rng_state()
+    run(5)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_ignored_pixels_and_weights():
+    logits, target = _batch()
+    gen_state = torch.Generator().manual_seed(9).get_state()
+
+    def loss(lg, tg, **kw):
+        gen = torch.Generator()
+        gen.set_state(gen_state)
+        return scbce_loss(lg, tg, alpha=0.2, generator=gen, **kw)
+
+    changed = logits.clone()
+    changed[:, 0][target == IGNORE] = 1e6  # ignored pixels never matter
+    assert torch.equal(loss(logits, target), loss(changed, target))
+    all_ignored = torch.full_like(target, IGNORE)
+    leaf = logits.clone().requires_grad_()
+    zero = loss(leaf, all_ignored)
+    zero.backward()
+    assert zero.item() == 0.0 and torch.equal(leaf.grad, torch.zeros_like(leaf))
+    weight = torch.rand(target.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    per_pixel = loss(logits, target, reduction='none')
+    valid = target != IGNORE
+    assert per_pixel[~valid].abs().sum() == 0
+    weighted = loss(logits, target, weight=weight)
+    assert weighted.item() == pytest.approx((per_pixel * weight).sum().item() / valid.sum().item(), rel=1e-12)
+    assert loss(logits, target, reduction='sum').item() == pytest.approx(per_pixel.sum().item(), rel=1e-12)
+
+
+def test_gradcheck_float64():
+    logits, target = _batch(n=2, h=3, w=3)
+    leaf = logits.clone().requires_grad_()
+    alpha = torch.tensor([0.05, 0.2], dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda z: scbce_loss(z, target, alpha=alpha, beta=2.0, expected=True), (leaf,))
+
+    def one_draw(z):  # re-seeded on every call, so gradcheck sees one fixed draw
+        return scbce_loss(z, target, alpha=0.25, beta=2.0, generator=torch.Generator().manual_seed(1))
+
+    assert torch.autograd.gradcheck(one_draw, (leaf,))
+    assert torch.autograd.gradgradcheck(lambda z: scbce_loss(z, target, alpha=0.1, expected=True), (leaf,))
+
+
+def test_half_precision_is_computed_in_float32():
+    logits, target = _batch(dtype=torch.bfloat16)
+    loss = scbce_loss(logits, target, alpha=0.1, expected=True)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(beta=0.0, alpha=0.1), 'beta'),
+    (dict(beta=-1.0, alpha=0.1), 'beta'),
+    (dict(beta=float('nan'), alpha=0.1), 'beta'),
+    (dict(beta=2.0, alpha=0.3), r'alpha must lie in \[0, 1/\(2\*beta\)\] = \[0, 0.25\]'),
+    (dict(beta=2.0, alpha=-0.01), 'alpha'),
+    (dict(beta=0.5, alpha=1.5), 'alpha'),
+])
+def test_bad_options_raise(kwargs, match):
+    logits, target = _batch()
+    with pytest.raises(ValueError, match=match):
+        scbce_loss(logits, target, expected=True, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        validate_scbce_args(**kwargs)
+
+
+def test_bad_inputs_raise():
+    logits, target = _batch()
+    gen = torch.Generator()
+    with pytest.raises(ValueError, match=r'one-channel heads.*C=2'):
+        scbce_loss(logits.repeat(1, 2, 1, 1), target, alpha=0.1, generator=gen)
+    bad = target.clone()
+    bad.view(-1)[1] = 2
+    with pytest.raises(ValueError, match=r'0 \(background\), 1 \(foreground\).*\[2\]'):
+        scbce_loss(logits, bad, alpha=0.1, generator=gen)
+    with pytest.raises(ValueError, match=r'\[255\]'):  # 255 labels with another ignore_index
+        scbce_loss(logits, target, alpha=0.1, generator=gen, ignore_index=-1)
+    with pytest.raises(ValueError, match=r'shape \(N,\) = \(4,\)'):
+        scbce_loss(logits, target, alpha=torch.full((3,), 0.1), generator=gen)
+    with pytest.raises(ValueError, match=r'alpha must lie.*images \[2\]'):
+        scbce_loss(logits, target, alpha=torch.tensor([0.1, 0.1, 0.4, 0.0]), generator=gen)
+    with pytest.raises(ValueError, match='generator'):
+        scbce_loss(logits, target, alpha=0.1)
+    with pytest.raises(ValueError, match='does not match'):
+        scbce_loss(logits, target[:, :2], alpha=0.1, generator=gen)
+    with pytest.raises(TypeError, match='integer'):
+        scbce_loss(logits, target.double(), alpha=0.1, generator=gen)
+    with pytest.raises(ValueError, match='reduction'):
+        scbce_loss(logits, target, alpha=0.1, generator=gen, reduction='avg')
