@@ -1,0 +1,79 @@
+"""Train every demo config under the same budget, evaluate them, and write the comparison into the READMEs.
+
+    python tools/compare_methods.py [--data-root data/demo] [--work-dir work_dirs/compare] [--reuse]
+
+Writes the table (methods as columns) between the results markers of each method's ``configs/<method>/README.md``
+(its own column in bold) and of ``docs/demo_comparison.md``. ``--reuse`` skips training runs whose final
+checkpoint already exists. Same data, schedule (600 iterations, batch 8), model and seed for every method.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os.path as osp
+import platform
+import time
+from typing import Dict, Sequence
+
+import torch
+from mmengine.config import Config
+
+from calibseg.apis.experiment import (
+    REPO_ROOT,
+    demo_data_options,
+    markdown_table,
+    method_name,
+    run_name,
+    test_latest,
+    train,
+    write_marked_section,
+)
+
+DEMO_GLOB = 'configs/*/fcn_r18-os16_*_600it_demo-voc12aug-96x96.py'
+
+
+def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument('--data-root', default='data/demo')
+    parser.add_argument('--work-dir', default='work_dirs/compare')
+    parser.add_argument('--configs', nargs='+', default=None, help=f'default: every {DEMO_GLOB}')
+    parser.add_argument('--reuse', action='store_true', help='do not retrain runs that finished')
+    parser.add_argument('--no-write', action='store_true', help='print the table only')
+    return parser.parse_args(argv)
+
+
+def finished(config: str, work_dir: str) -> bool:
+    return osp.isfile(osp.join(work_dir, f'iter_{Config.fromfile(config).train_cfg.max_iters}.pth'))
+
+
+def main(argv: Sequence[str] = None) -> None:
+    args = parse_args(argv)
+    configs = args.configs or sorted(glob.glob(osp.join(REPO_ROOT, DEMO_GLOB)))
+    configs = sorted(configs, key=lambda c: (method_name(c) != 'ce', method_name(c)))  # CE first
+    if not osp.isdir(osp.join(args.data_root, 'VOCdevkit')):
+        raise FileNotFoundError(f'no demo data in {args.data_root}: run '
+                                '`python tools/dataset_converters/generate_demo_data.py --out data/demo`')
+    opts = demo_data_options(args.data_root)
+    results: Dict[str, Dict[str, float]] = {}
+    start = time.time()
+    for config in configs:
+        work_dir = osp.join(args.work_dir, run_name(config))
+        if not (args.reuse and finished(config, work_dir)):
+            train(config, work_dir, opts)
+        results[method_name(config)] = test_latest(config, work_dir, opts)
+    note = (f'Embedded demo data (`tools/dataset_converters/generate_demo_data.py`, seed 0: 160 train+aug / 41 val '
+            f'images of 96 px), FCN ResNetV1c-18 OS16 from scratch, 600 iterations of batch 8, seed 0, CPU '
+            f'({platform.machine()}, torch {torch.__version__}); val split, every pixel pooled; calibration errors '
+            f'in percent. Reproduce: `python tools/compare_methods.py` ({time.time() - start:.0f} s here).\n\n')
+    print(note + markdown_table(results))
+    if args.no_write:
+        return
+    for config in configs:
+        readme = osp.join(osp.dirname(config), 'README.md')
+        write_marked_section(readme, note + markdown_table(results, highlight=method_name(config)))
+    write_marked_section(osp.join(REPO_ROOT, 'docs', 'demo_comparison.md'), note + markdown_table(results))
+    print('[compare] tables written into configs/<method>/README.md and docs/demo_comparison.md')
+
+
+if __name__ == '__main__':
+    main()
