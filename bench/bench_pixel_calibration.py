@@ -1,0 +1,158 @@
+"""Throughput and peak memory of calibseg's per-pixel calibration statistics.
+
+Streams synthetic 21-class logits (512x512 images) through
+
+* ``calibseg-full``: :class:`CalibrationStatistics` with class-wise statistics, then every default key;
+* ``calibseg-top``: top-label statistics only (``classwise=False``), then every top-label key;
+* ``torchmetrics``: ``MulticlassCalibrationError(num_classes=21, n_bins=15)`` (``update`` + ``compute``);
+* ``softmax-max``: bare ``torch.softmax`` + ``max`` over the same tensors (the floor of any method);
+
+each in its own subprocess (peak RSS from ``resource.getrusage`` in the child), and prints Mpixel/s, peak RSS
+and the ratios ``full / softmax-max`` (target >= 0.25) and ``top / torchmetrics`` (target >= 1.5)::
+
+    python bench/bench_pixel_calibration.py --pixels 1e8
+    python bench/bench_pixel_calibration.py --rss-scaling          # peak RSS at 1e7 vs 1e8 pixels
+
+The same pool of pre-generated batches is cycled in every child, so data generation is not timed.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+METHODS = ('softmax-max', 'calibseg-full', 'calibseg-top', 'torchmetrics')
+SIDE = 512
+CLASSES = 21
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _make_pool(batch: int, pool: int, seed: int):
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(pool):
+        labels = torch.randint(0, CLASSES, (batch, SIDE, SIDE), generator=gen)
+        logits = torch.randn(batch, CLASSES, SIDE, SIDE, generator=gen) * 2.0
+        # a confident, mostly right model: +6 on the label 70% of the time, on a random class otherwise
+        hot = torch.where(torch.rand(batch, SIDE, SIDE, generator=gen) < 0.7, labels,
+                          torch.randint(0, CLASSES, (batch, SIDE, SIDE), generator=gen))
+        logits.scatter_add_(1, hot.unsqueeze(1), torch.full((batch, 1, SIDE, SIDE), 6.0))
+        labels[:, :8] = 255  # a band of ignored pixels
+        out.append((logits, labels))
+    return out
+
+
+def child(method: str, pixels: int, batch: int, pool: int, threads: int) -> dict:
+    import torch
+    if threads > 0:
+        torch.set_num_threads(threads)
+    data = _make_pool(batch, pool, seed=0)
+    per_batch = batch * SIDE * SIDE
+    n_batches = max(1, -(-pixels // per_batch))
+    base_rss = _rss_mib()
+    if method.startswith('calibseg'):
+        from calibseg.functional.calibration import CalibrationStatistics, calibration_metrics
+        stats = CalibrationStatistics(CLASSES, input_type='logits', classwise=method == 'calibseg-full')
+        step = stats.update
+    elif method == 'torchmetrics':
+        from torchmetrics.classification import MulticlassCalibrationError
+        metric = MulticlassCalibrationError(num_classes=CLASSES, n_bins=15, ignore_index=255)
+        step = metric.update
+    else:
+        def step(logits, labels):
+            p = torch.softmax(logits, dim=1)
+            p.max(dim=1)
+    start = time.perf_counter()
+    for i in range(n_batches):
+        logits, labels = data[i % len(data)]
+        step(logits, labels)
+    t_update = time.perf_counter() - start
+    start = time.perf_counter()
+    result = None
+    if method.startswith('calibseg'):
+        result = calibration_metrics(stats)['ECE']
+    elif method == 'torchmetrics':
+        result = 100.0 * float(metric.compute())
+    t_compute = time.perf_counter() - start
+    total = n_batches * per_batch
+    return dict(method=method, pixels=total, update_s=t_update, compute_s=t_compute,
+                mpix_s=total / (t_update + t_compute) / 1e6, peak_rss_mib=_rss_mib(), base_rss_mib=base_rss,
+                ece=result, threads=torch.get_num_threads())
+
+
+def run_child(method: str, args) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), '--child', method, '--pixels', str(int(args.pixels)),
+           '--batch', str(args.batch), '--pool', str(args.pool), '--threads', str(args.threads)]
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env['PYTHONPATH'] = root + os.pathsep + env.get('PYTHONPATH', '')
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return dict(method=method, error=proc.stderr.strip().splitlines()[-1] if proc.stderr else 'failed')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report(rows) -> None:
+    print(f"{'method':15s} {'pixels':>12s} {'Mpix/s':>8s} {'update s':>9s} {'compute s':>9s} "
+          f"{'peak RSS MiB':>12s} {'(data)':>8s} {'ECE %':>8s}")
+    for r in rows:
+        if 'error' in r:
+            print(f"{r['method']:15s} error: {r['error']}")
+            continue
+        ece = '' if r['ece'] is None else f"{r['ece']:8.3f}"
+        print(f"{r['method']:15s} {r['pixels']:12.3e} {r['mpix_s']:8.2f} {r['update_s']:9.2f} "
+              f"{r['compute_s']:9.2f} {r['peak_rss_mib']:12.0f} {r['base_rss_mib']:8.0f} {ece:>8s}")
+    by = {r['method']: r for r in rows if 'error' not in r}
+
+    def ratio(a, b, target):
+        if a in by and b in by:
+            value = by[a]['mpix_s'] / by[b]['mpix_s']
+            verdict = 'ok' if value >= target else 'BELOW TARGET'
+            print(f'throughput {a} / {b}: {value:.2f}x (target >= {target}x: {verdict})')
+    ratio('calibseg-full', 'softmax-max', 0.25)
+    ratio('calibseg-top', 'torchmetrics', 1.5)
+    ratio('calibseg-full', 'torchmetrics', 0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--pixels', type=float, default=1e8, help='pixels streamed per method (default 1e8)')
+    parser.add_argument('--batch', type=int, default=4, help='images of 512x512 per batch')
+    parser.add_argument('--pool', type=int, default=2, help='pre-generated batches cycled through')
+    parser.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
+    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
+    parser.add_argument('--rss-scaling', action='store_true',
+                        help='compare peak RSS of calibseg and torchmetrics at two sizes (--rss-pixels)')
+    parser.add_argument('--rss-pixels', type=float, nargs=2, default=(1e7, 1e8), metavar=('SMALL', 'LARGE'),
+                        help='pixel counts of --rss-scaling (default 1e7 1e8)')
+    parser.add_argument('--child', choices=METHODS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, int(args.pixels), args.batch, args.pool, args.threads)))
+        return
+    if args.rss_scaling:
+        rows = []
+        for pixels in args.rss_pixels:
+            args.pixels = pixels
+            for method in ('calibseg-full', 'torchmetrics'):
+                rows.append(run_child(method, args))
+        report(rows)
+        for method in ('calibseg-full', 'torchmetrics'):
+            runs = [r for r in rows if r.get('method') == method and 'error' not in r]
+            if len(runs) == 2:
+                small, big = (r['peak_rss_mib'] - r['base_rss_mib'] for r in runs)
+                lo, hi = args.rss_pixels
+                print(f'{method}: peak RSS above the data {small:.0f} MiB at {lo:.0e} pixels, {big:.0f} MiB at '
+                      f'{hi:.0e}')
+        return
+    report([run_child(method, args) for method in args.methods])
+
+
+if __name__ == '__main__':
+    main()

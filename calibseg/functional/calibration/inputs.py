@@ -1,0 +1,145 @@
+"""Validation and reshaping of the ``(inputs, labels)`` pairs fed to the calibration statistics.
+
+Every check raises a ``ValueError`` that names the problem (and, with ``name``, the sample), never an
+``assert``; the value checks look only at evaluated pixels (ignored pixels may hold anything).
+"""
+import math
+from typing import Iterator, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ['INPUT_TYPES', 'check_input_type', 'iter_multiclass_blocks', 'iter_binary_chunks',
+           'valid_columns', 'check_labels', 'check_values', 'values_ok']
+
+INPUT_TYPES = ('logits', 'probs')
+
+
+def _prefix(name: Optional[str]) -> str:
+    return f'{name}: ' if name else ''
+
+
+def check_input_type(input_type: str) -> str:
+    """``input_type`` must be ``'logits'`` or ``'probs'`` (no guessing from value ranges)."""
+    if input_type not in INPUT_TYPES:
+        raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
+    return input_type
+
+
+def _check_tensors(inputs: Tensor, labels: Tensor, name: Optional[str]) -> None:
+    if not isinstance(inputs, Tensor) or not isinstance(labels, Tensor):
+        raise ValueError(f'{_prefix(name)}inputs and labels must be tensors, got '
+                         f'{type(inputs).__name__} and {type(labels).__name__}')
+    if not inputs.is_floating_point():
+        raise ValueError(f'{_prefix(name)}inputs must be a floating-point tensor, got dtype {inputs.dtype}')
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f'{_prefix(name)}labels must be an integer tensor, got dtype {labels.dtype}')
+
+
+def iter_multiclass_blocks(inputs: Tensor, labels: Tensor, num_classes: int, row_block: int,
+                           name: Optional[str] = None) -> Iterator[Tuple[Tensor, Tensor]]:
+    """Validate shapes (eagerly), then iterate over blocks ``x`` ``(K, L)`` and ``y`` ``(L,)`` (int64).
+
+    Spatial inputs give one block per image (a view of the ``(K, H*W)`` logits, contiguous when the input is,
+    so that a softmax over the classes needs no copy); ``(N, K)`` rows give transposed copies of ``row_block``
+    rows. Accepted shapes: ``(N, K)`` with ``(N,)``, ``(K, H, W)`` with ``(H, W)``, and ``(N, K, *spatial)``
+    with ``(N, *spatial)`` (a 3-D input matching both readings is read as ``(K, H, W)``).
+    """
+    _check_tensors(inputs, labels, name)
+    if inputs.dim() != labels.dim() + 1 or inputs.dim() < 2:
+        raise ValueError(f'{_prefix(name)}inputs of shape {tuple(inputs.shape)} do not match labels of shape '
+                         f'{tuple(labels.shape)}: expected (N, K) with (N,), (K, H, W) with (H, W) or '
+                         f'(N, K, H, W) with (N, H, W)')
+    # 3-D inputs: (K, H, W) with (H, W) when that matches, else (N, K, L) with (N, L)
+    dims = (0, 1) if inputs.dim() == 3 else (1,)
+    for class_dim in dims:
+        rest = inputs.shape[:class_dim] + inputs.shape[class_dim + 1:]
+        if tuple(rest) == tuple(labels.shape):
+            break
+    else:
+        raise ValueError(f'{_prefix(name)}inputs of shape {tuple(inputs.shape)} do not match labels of shape '
+                         f'{tuple(labels.shape)} (expected the labels shape with a class dimension inserted)')
+    if inputs.shape[class_dim] != num_classes:
+        raise ValueError(f'{_prefix(name)}inputs of shape {tuple(inputs.shape)} have '
+                         f'{inputs.shape[class_dim]} classes along dimension {class_dim}, expected '
+                         f'num_classes={num_classes}')
+    labels = labels.to(inputs.device)
+    if inputs.dim() == 2:  # (N, K): pixels are rows
+        return ((inputs[start:start + row_block].t().contiguous(), labels[start:start + row_block].long())
+                for start in range(0, inputs.shape[0], row_block))
+    if class_dim == 0:
+        inputs, labels = inputs.unsqueeze(0), labels.unsqueeze(0)
+    x3 = inputs.reshape(inputs.shape[0], num_classes, -1)
+    y2 = labels.reshape(labels.shape[0], -1)
+    return ((x3[n], y2[n].long()) for n in range(x3.shape[0]))
+
+
+def iter_binary_chunks(inputs: Tensor, labels: Tensor, chunk_size: int,
+                       name: Optional[str] = None) -> Iterator[Tuple[Tensor, Tensor]]:
+    """Validate shapes (eagerly), then iterate over ``(x, y)`` chunks of one-channel maps, both of shape ``(P,)``.
+
+    ``inputs`` has the shape of ``labels``, or that shape with a channel dimension of size 1 (dimension 1,
+    or dimension 0 for ``(1, H, W)`` with ``(H, W)``).
+    """
+    _check_tensors(inputs, labels, name)
+    if inputs.shape != labels.shape:
+        class_dim = 0 if inputs.dim() == 3 else 1
+        if (inputs.dim() == labels.dim() + 1 and inputs.dim() >= 2 and inputs.shape[class_dim] == 1
+                and inputs.squeeze(class_dim).shape == labels.shape):
+            inputs = inputs.squeeze(class_dim)
+        else:
+            raise ValueError(f'{_prefix(name)}binary inputs of shape {tuple(inputs.shape)} do not match labels '
+                             f'of shape {tuple(labels.shape)}: expected the same shape, or a channel '
+                             f'dimension of size 1 (e.g. (N, 1, H, W) with (N, H, W))')
+    x = inputs.reshape(-1)
+    y = labels.to(inputs.device).reshape(-1)
+    return ((x[start:start + chunk_size], y[start:start + chunk_size].long())
+            for start in range(0, x.shape[0], chunk_size))
+
+
+def valid_columns(y: Tensor, ignore_index: Optional[int], exclude_background: bool) -> Optional[Tensor]:
+    """Indices of the pixels to evaluate (not ``ignore_index``, not 0 with ``exclude_background``), or ``None``
+    when every pixel is evaluated."""
+    valid = None
+    if ignore_index is not None:
+        valid = y != ignore_index
+    if exclude_background:
+        valid = (y != 0) if valid is None else valid & (y != 0)
+    if valid is None or bool(valid.all()):
+        return None
+    return valid.nonzero().squeeze(1)
+
+
+def check_labels(y: Tensor, num_classes: int, ignore_index: Optional[int], name: Optional[str]) -> None:
+    """Labels of evaluated pixels must lie in ``[0, num_classes)``; report the offending values."""
+    lo, hi = torch.aminmax(y)
+    if int(lo) < 0 or int(hi) >= num_classes:
+        bad = torch.unique(y[(y < 0) | (y >= num_classes)])
+        values = bad[:20].tolist()
+        more = f' (and {bad.numel() - 20} more)' if bad.numel() > 20 else ''
+        raise ValueError(f'{_prefix(name)}labels contain values {values}{more} outside [0, {num_classes}) that '
+                         f'are not ignore_index={ignore_index}')
+
+
+def values_ok(x: Tensor, input_type: str) -> bool:
+    """Fast whole-tensor pre-check (one min/max pass): True when every value is finite (and in ``[0, 1]`` for
+    probabilities), so that the per-chunk :func:`check_values` of evaluated pixels can be skipped."""
+    if x.numel() == 0:
+        return True
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return False
+    return input_type != 'probs' or (lo >= 0.0 and hi <= 1.0)
+
+
+def check_values(x: Tensor, input_type: str, name: Optional[str]) -> None:
+    """No NaN or inf; probabilities in ``[0, 1]`` when ``input_type == 'probs'`` (one min/max pass)."""
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(f'{_prefix(name)}inputs ({input_type}) contain {n_nan} NaN and {n_inf} inf values '
+                         f'among the evaluated pixels')
+    if input_type == 'probs' and (lo < 0.0 or hi > 1.0):
+        raise ValueError(f"{_prefix(name)}input_type='probs' but inputs have values outside [0, 1] "
+                         f'(min {lo!r}, max {hi!r}); pass logits with input_type=\'logits\'')

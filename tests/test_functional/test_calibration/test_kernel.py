@@ -1,0 +1,102 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from calibseg.functional.calibration import (
+    CalibrationStatistics,
+    calibration_metrics,
+    kde_bandwidth,
+    kdece,
+    mmce,
+    sece_from_cells,
+    smece,
+    smooth_ece,
+)
+from calibseg.functional.calibration.kernel import cell_points
+
+# grid error of the kernel estimators (cells replace pixels; node grid): observed <= 2e-6, tested at 5e-5
+TOL = 5e-5
+
+
+@pytest.fixture(scope='module', params=[(2000, 5, 0, 0.05), (1500, 8, 1, 0.0), (1000, 3, 2, 0.3)],
+                ids=['sat5', 'sat0', 'sat30'])
+def case(request, oracle):
+    n, k, seed, sat = request.param
+    x, y = oracle.make_logits(n, k, seed, saturate=sat)
+    p32 = torch.softmax(x, 1)
+    s = CalibrationStatistics(k, input_type='probs', classwise=False).update(p32, y)
+    conf, cor = oracle.top_label(p32.double().numpy(), y.numpy())
+    return s, conf, cor
+
+
+def test_kdece(case, oracle):
+    s, conf, cor = case
+    assert kde_bandwidth(s) == pytest.approx(1.06 * np.std(conf) * len(conf) ** -0.2, rel=1e-9)
+    assert kdece(s) == pytest.approx(oracle.kdece(conf, cor), abs=TOL)
+
+
+def test_mmce(case, oracle):
+    s, conf, cor = case
+    assert mmce(s) == pytest.approx(oracle.mmce(conf, cor), abs=TOL)
+    assert mmce(s, width=0.05) == pytest.approx(oracle.mmce(conf, cor, width=0.05), abs=TOL)
+    with pytest.raises(ValueError, match='width'):
+        mmce(s, width=0.0)
+
+
+def test_sece_from_statistics(case, oracle):
+    s, conf, cor = case
+    x, n, a, _ = cell_points(s)
+    assert float(sece_from_cells(x, n, a)) == pytest.approx(oracle.sece(conf, cor), abs=TOL)
+    assert float(sece_from_cells(x, n, a, bandwidth=0.1)) == pytest.approx(oracle.sece(conf, cor, 0.1), abs=TOL)
+
+
+def test_smece_fixed_point(case, oracle):
+    s, conf, cor = case
+    value, sigma = smece(s, return_sigma=True)
+    want, want_sigma = oracle.smece(conf, cor)
+    assert sigma == want_sigma
+    assert value == pytest.approx(want, abs=TOL)
+    assert smooth_ece(s, 0.05) == pytest.approx(oracle.smooth_ece_sigma(conf, cor, 0.05), abs=TOL)
+    assert abs(value - sigma) <= 2.0 ** -10 + 1e-3  # near the fixed point
+
+
+@pytest.mark.parametrize('seed,k,temperature', [(0, 5, 1.6), (1, 10, 1.0), (4, 4, 1.2)])
+def test_smece_matches_relplot(oracle, seed, k, temperature):
+    relplot = pytest.importorskip('relplot')
+    x, y = oracle.make_logits(2000, k, seed, saturate=0.0, temperature=temperature)
+    p32 = torch.softmax(x, 1)
+    conf, cor = oracle.top_label(p32.double().numpy(), y.numpy())
+    assert conf.max() < 0.9999  # relplot's discrete reflection loses half the mass at exactly 0 or 1
+    s = CalibrationStatistics(k, input_type='probs', classwise=False).update(p32, y)
+    ref, ref_sigma = relplot.smECE(conf, cor, return_width=True)
+    value, sigma = smece(s, return_sigma=True)
+    assert sigma == pytest.approx(ref_sigma, abs=2.0 ** -10 + 1e-12)
+    assert value == pytest.approx(ref, abs=5e-4)
+
+
+def test_perfectly_calibrated_limit():
+    # correctness drawn with probability = confidence: every estimator near 0, far below a shifted model
+    gen = torch.Generator().manual_seed(3)
+    c = 0.5 + 0.5 * torch.rand(20000, generator=gen)
+    correct = torch.rand(20000, generator=gen) < c
+    p = torch.stack([c, 1 - c], 1)
+    s = CalibrationStatistics(2, input_type='probs', classwise=False).update(p, (~correct).long())
+    m = calibration_metrics(s, metrics=['KDECE', 'MMCE', 'smECE', 'SECE', 'ECE'])
+    assert m['ECE'] < 2 and m['KDECE'] < 2 and m['smECE'] < 2 and m['SECE'] < 3 and m['MMCE'] < 1
+    bad = CalibrationStatistics(2, input_type='probs', classwise=False).update(
+        torch.stack([c, 1 - c], 1), (torch.rand(20000, generator=gen) < 0.4).long())
+    mb = calibration_metrics(bad, metrics=['KDECE', 'MMCE', 'smECE', 'SECE', 'ECE'])
+    assert all(mb[key] > 10 * max(m[key], 0.1) for key in ('ECE', 'KDECE', 'MMCE', 'smECE', 'SECE'))
+
+
+def test_single_confidence_value():
+    # every pixel at 0.8 with accuracy 0.5: kernel metrics reduce to |acc - conf| (up to the bandwidth floor)
+    p = torch.tensor([[0.8, 0.2]]).repeat(1000, 1)
+    y = (torch.arange(1000) % 2).long()
+    s = CalibrationStatistics(2, input_type='probs', classwise=False).update(p, y)
+    m = calibration_metrics(s, metrics=['ECE', 'KDECE', 'SECE', 'MMCE', 'KSCE'])
+    for key in ('ECE', 'KDECE', 'SECE', 'MMCE', 'KSCE'):
+        assert m[key] == pytest.approx(30.0, abs=0.05), key
+    assert math.isfinite(smece(s))
