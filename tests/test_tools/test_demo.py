@@ -5,8 +5,9 @@ import os.path as osp
 import subprocess
 import sys
 
-from calibseg.apis.experiment import RESULTS_END, RESULTS_START, markdown_table, write_marked_section
 from conftest import ROOT
+
+from calibseg.apis.experiment import RESULTS_END, RESULTS_START, markdown_table, write_marked_section
 
 
 def test_demo_trains_both_models_and_writes_the_table(tiny_voc, tmp_path):
