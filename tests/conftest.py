@@ -1,86 +1,23 @@
-"""Shared fixtures: tiny copies of the embedded demo data, generated once per test session."""
+"""Shared fixtures: tiny copies of the embedded demo data, generated once per test session.
+
+Helpers that tests import live in ``calibseg_testing.py`` (a uniquely named module: several folders have their
+own ``conftest.py``, so ``from conftest import ...`` would be ambiguous)."""
 from __future__ import annotations
 
-import importlib.util
 import os.path as osp
-import sys
 
 import pytest
-import torch
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CONFIG = osp.join(ROOT, 'configs', 'baseline', 'fcn_r18-os16_ce_600it_demo-voc12aug-96x96.py')
-
-
-def _load_generator():
-    path = osp.join(ROOT, 'tools', 'dataset_converters', 'generate_demo_data.py')
-    spec = importlib.util.spec_from_file_location('generate_demo_data', path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault('generate_demo_data', module)
-    spec.loader.exec_module(module)
-    return module
+from calibseg_testing import load_generator
 
 
 @pytest.fixture(scope='session')
 def demo_generator():
-    return _load_generator()
+    return load_generator()
 
 
 @pytest.fixture(scope='session')
 def tiny_voc(tmp_path_factory, demo_generator) -> str:
-    """A PASCAL VOC aug layout with 8 train + 4 aug + 5 val images (odd val size) of 32 px."""
+    """A PASCAL VOC aug layout with 12 train+aug and 5 val images (odd val size) of 32 px."""
     root = tmp_path_factory.mktemp('tiny_voc')
     demo_generator.generate_voc_aug(str(root), num_train=12, num_val=5, size=32, seed=0)
     return osp.join(str(root), 'VOCdevkit', 'VOC2012')
-
-
-def tiny_run_options(voc_root: str, *, max_iters: int = 4, batch_size: int = 2) -> dict:
-    """--cfg-options that turn the demo config into a seconds-long run on ``voc_root``."""
-    return {
-        'train_dataloader.dataset.datasets.0.data_root': voc_root,
-        'train_dataloader.dataset.datasets.1.data_root': voc_root,
-        'train_dataloader.batch_size': batch_size,
-        'val_dataloader.dataset.data_root': voc_root,
-        'test_dataloader.dataset.data_root': voc_root,
-        'model.data_preprocessor.size': (32, 32),
-        'train_cfg.max_iters': max_iters,
-        'train_cfg.val_interval': max_iters,
-        'param_scheduler.0.end': max_iters,
-        'default_hooks.checkpoint.interval': max_iters // 2,
-        'default_hooks.logger.interval': 1,
-    }
-
-
-def as_cli_options(options: dict) -> list:
-    """Render options for ``--cfg-options`` on a command line."""
-    out = []
-    for key, value in options.items():
-        if isinstance(value, tuple):
-            value = '(' + ','.join(str(v) for v in value) + ')'
-        out.append(f'{key}={value}')
-    return out
-
-
-# ---------------------------------------------------------------- calibration-metric samples
-K = 5
-CLASSES = tuple(f'c{i}' for i in range(K))
-
-
-def make_samples(n: int, *, seed: int = 0, size=(6, 7), k: int = K):
-    """Data samples as mmseg's model returns them: seg_logits (K,H,W), gt_sem_seg (1,H,W)."""
-    g = torch.Generator().manual_seed(seed)
-    samples = []
-    for i in range(n):
-        logits = torch.randn(k, *size, generator=g) * 3
-        labels = torch.randint(0, k, size, generator=g)
-        labels[torch.rand(size, generator=g) < 0.1] = 255
-        samples.append(dict(seg_logits=dict(data=logits), gt_sem_seg=dict(data=labels[None]),
-                            img_path=f'img_{i}.jpg'))
-    return samples
-
-
-def run_metric(metric, samples, batch_size=1):
-    metric.dataset_meta = dict(classes=CLASSES)
-    for start in range(0, len(samples), batch_size):
-        metric.process({}, samples[start:start + batch_size])
-    return metric.evaluate(len(samples))

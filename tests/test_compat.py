@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DEMO_CONFIG, ROOT, as_cli_options, tiny_run_options
+from calibseg_testing import DEMO_CONFIG, ROOT, as_cli_options, tiny_run_options
 from mmengine.runner import Runner
 
 from calibseg.compat import TRUSTED_PREFIX, load_trusted_checkpoint, trusted

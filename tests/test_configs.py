@@ -5,12 +5,12 @@ import glob
 import os.path as osp
 
 import pytest
+from calibseg_testing import ROOT
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import HOOKS, METRICS, MODELS
 
 import calibseg  # noqa: F401
-from conftest import ROOT
 
 CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '*', '*.py')) if '_base_' not in p)
 

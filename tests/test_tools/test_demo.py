@@ -5,7 +5,7 @@ import os.path as osp
 import subprocess
 import sys
 
-from conftest import ROOT
+from calibseg_testing import ROOT
 
 from calibseg.apis.experiment import RESULTS_END, RESULTS_START, markdown_table, write_marked_section
 

@@ -6,7 +6,7 @@ import os.path as osp
 import subprocess
 import sys
 
-from conftest import DEMO_CONFIG, ROOT, as_cli_options, tiny_run_options
+from calibseg_testing import DEMO_CONFIG, ROOT, as_cli_options, tiny_run_options
 
 
 def _run(args, cwd):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DEMO_CONFIG, tiny_run_options
+from calibseg_testing import DEMO_CONFIG, tiny_run_options
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS

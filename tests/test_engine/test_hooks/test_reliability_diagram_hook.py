@@ -7,7 +7,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-from conftest import ROOT, make_samples, run_metric
+from calibseg_testing import ROOT, make_samples, run_metric
 from mmengine.logging import MessageHub
 
 from calibseg.engine.hooks import RELIABILITY_INFO_PREFIX, ReliabilityDiagramHook

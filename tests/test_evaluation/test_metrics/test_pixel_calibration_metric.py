@@ -8,7 +8,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import CLASSES, K, make_samples, run_metric
+from calibseg_testing import CLASSES, K, make_samples, run_metric
 from mmengine.logging import MessageHub
 
 from calibseg.engine.hooks import RELIABILITY_INFO_PREFIX

@@ -1,0 +1,72 @@
+"""Helpers shared by calibseg's tests (imported as a module; fixtures live in conftest.py)."""
+from __future__ import annotations
+
+import importlib.util
+import os.path as osp
+import sys
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CONFIG = osp.join(ROOT, 'configs', 'baseline', 'fcn_r18-os16_ce_600it_demo-voc12aug-96x96.py')
+
+
+def load_generator():
+    path = osp.join(ROOT, 'tools', 'dataset_converters', 'generate_demo_data.py')
+    spec = importlib.util.spec_from_file_location('generate_demo_data', path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault('generate_demo_data', module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_run_options(voc_root: str, *, max_iters: int = 4, batch_size: int = 2) -> dict:
+    """--cfg-options that turn the demo config into a seconds-long run on ``voc_root``."""
+    return {
+        'train_dataloader.dataset.datasets.0.data_root': voc_root,
+        'train_dataloader.dataset.datasets.1.data_root': voc_root,
+        'train_dataloader.batch_size': batch_size,
+        'val_dataloader.dataset.data_root': voc_root,
+        'test_dataloader.dataset.data_root': voc_root,
+        'model.data_preprocessor.size': (32, 32),
+        'train_cfg.max_iters': max_iters,
+        'train_cfg.val_interval': max_iters,
+        'param_scheduler.0.end': max_iters,
+        'default_hooks.checkpoint.interval': max_iters // 2,
+        'default_hooks.logger.interval': 1,
+    }
+
+
+def as_cli_options(options: dict) -> list:
+    """Render options for ``--cfg-options`` on a command line."""
+    out = []
+    for key, value in options.items():
+        if isinstance(value, tuple):
+            value = '(' + ','.join(str(v) for v in value) + ')'
+        out.append(f'{key}={value}')
+    return out
+
+
+# ---------------------------------------------------------------- calibration-metric samples
+K = 5
+CLASSES = tuple(f'c{i}' for i in range(K))
+
+
+def make_samples(n: int, *, seed: int = 0, size=(6, 7), k: int = K):
+    """Data samples as mmseg's model returns them: seg_logits (K,H,W), gt_sem_seg (1,H,W)."""
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for i in range(n):
+        logits = torch.randn(k, *size, generator=g) * 3
+        labels = torch.randint(0, k, size, generator=g)
+        labels[torch.rand(size, generator=g) < 0.1] = 255
+        samples.append(dict(seg_logits=dict(data=logits), gt_sem_seg=dict(data=labels[None]),
+                            img_path=f'img_{i}.jpg'))
+    return samples
+
+
+def run_metric(metric, samples, batch_size=1):
+    metric.dataset_meta = dict(classes=CLASSES)
+    for start in range(0, len(samples), batch_size):
+        metric.process({}, samples[start:start + batch_size])
+    return metric.evaluate(len(samples))
