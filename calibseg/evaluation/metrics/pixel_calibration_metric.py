@@ -68,7 +68,14 @@ class _CalibrationMetricBase(BaseMetric):
         raise NotImplementedError
 
     def _sample_tensors(self, data_sample: dict):
-        raise NotImplementedError
+        """``(seg_logits, label map (H, W))`` of one data sample, with a clear error when either is missing."""
+        try:
+            scores = data_sample['seg_logits']['data']
+            labels = data_sample['gt_sem_seg']['data']
+        except KeyError as err:
+            raise KeyError(f'{type(self).__name__} needs `seg_logits` and `gt_sem_seg` in each data sample; '
+                           f'missing {err} in {data_sample.get("img_path", "a sample")}') from None
+        return scores, labels[0] if labels.dim() == 3 else labels
 
     def _num_classes(self) -> int:
         raise NotImplementedError
@@ -244,17 +251,6 @@ class PixelCalibrationMetric(_CalibrationMetricBase):
         families = self.metric_families
         return families is None or any(f.startswith('cwCE') for f in families)
 
-    def _sample_tensors(self, data_sample: dict):
-        try:
-            logits = data_sample['seg_logits']['data']
-            labels = data_sample['gt_sem_seg']['data']
-        except KeyError as err:
-            raise KeyError(f'PixelCalibrationMetric needs `seg_logits` and `gt_sem_seg` in each data sample; '
-                           f'missing {err} in {data_sample.get("img_path", "a sample")}') from None
-        if labels.dim() == 3:
-            labels = labels[0]
-        return logits, labels
-
 
 @METRICS.register_module()
 class BinaryCalibrationMetric(_CalibrationMetricBase):
@@ -297,20 +293,13 @@ class BinaryCalibrationMetric(_CalibrationMetricBase):
                                            ignore_index=self.ignore_index)
 
     def _sample_tensors(self, data_sample: dict):
-        try:
-            probs = data_sample['seg_logits']['data']
-            labels = data_sample['gt_sem_seg']['data']
-        except KeyError as err:
-            raise KeyError(f'BinaryCalibrationMetric needs `seg_logits` and `gt_sem_seg` in each data sample; '
-                           f'missing {err} in {data_sample.get("img_path", "a sample")}') from None
+        probs, labels = super()._sample_tensors(data_sample)
         if probs.dim() == 3:
             if probs.shape[0] != 1:
                 raise ValueError(f'BinaryCalibrationMetric expects a one-channel head, got seg_logits of shape '
                                  f'{tuple(probs.shape)} in {data_sample.get("img_path", "a sample")}; use '
                                  'PixelCalibrationMetric for multi-class heads')
             probs = probs[0]
-        if labels.dim() == 3:
-            labels = labels[0]
         return probs, labels
 
 
