@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .utils import Pixels, check_ignore_index, check_reduction, compute_dtype, reduce_loss
+from .utils import Pixels, check_logits_and_target, check_reduction, compute_dtype, reduce_loss
 
 AlphaLike = Union[float, Tensor]
 """Type of ``alpha``: one probability for every image, or a ``(N,)`` tensor (one per image)."""
@@ -94,36 +94,22 @@ def _alpha_per_image(alpha: AlphaLike, beta: float, batch: int, like: Tensor) ->
     return like.new_full((batch,), alpha)
 
 
-def _binary_pixels(logits: Tensor, target: Tensor, ignore_index: int,
-                   weight: Optional[Tensor]) -> Pixels:
-    """Validate a one-channel batch; return it as :class:`Pixels` with ``(N, 1, M)`` logits."""
-    if not isinstance(logits, Tensor) or not logits.is_floating_point():
-        raise TypeError(f'logits must be a floating-point tensor, got {getattr(logits, "dtype", logits)!r}')
-    if not isinstance(target, Tensor) or target.is_floating_point() or target.is_complex() \
-            or target.dtype == torch.bool:
-        raise TypeError(f'target must be an integer tensor, got {getattr(target, "dtype", target)!r}')
-    if logits.dim() < 2:
-        raise ValueError(f'logits must have shape (N, 1, *spatial), got {tuple(logits.shape)}')
+def _check_one_channel(logits: Tensor) -> None:
     if logits.shape[1] != 1:
         raise ValueError(
             f'SC-BCE is a binary (sigmoid) loss for one-channel heads: logits must have shape (N, 1, H, W), '
             f'got C={logits.shape[1]} channels in {tuple(logits.shape)}; build the head with out_channels=1, '
             f'num_classes=2 (multi-class heads need a softmax loss)')
-    expected = logits.shape[:1] + logits.shape[2:]
-    if target.shape != expected:
-        raise ValueError(f'target of shape {tuple(target.shape)} does not match logits of shape '
-                         f'{tuple(logits.shape)}: expected {tuple(expected)}')
-    if target.device != logits.device:
-        raise ValueError(f'target is on {target.device} but logits are on {logits.device}')
-    ignore_index = check_ignore_index(ignore_index)
-    valid = target != ignore_index
-    bad = valid & (target != 0) & (target != 1)
-    if bool(bad.any()):
-        values = torch.unique(target[bad]).tolist()
-        shown = values[:20] + (['...'] if len(values) > 20 else [])
-        raise ValueError(f'target must hold 0 (background), 1 (foreground) or ignore_index={ignore_index}, '
-                         f'got {shown} (0/255 saliency masks must be binarised first, e.g. with '
-                         f'LoadBinaryAnnotations)')
+
+
+def _binary_pixels(logits: Tensor, target: Tensor, ignore_index: int,
+                   weight: Optional[Tensor]) -> Pixels:
+    """Validate a one-channel batch; return it as :class:`Pixels` with ``(N, 1, M)`` logits."""
+    valid = check_logits_and_target(
+        logits, target, ignore_index, layout='(N, 1, *spatial)', check_channels=_check_one_channel, num_labels=2,
+        label_error=lambda ignore, shown: (
+            f'target must hold 0 (background), 1 (foreground) or ignore_index={ignore}, got {shown} (0/255 '
+            'saliency masks must be binarised first, e.g. with LoadBinaryAnnotations)'))
     batch = logits.shape[0]
     flat_valid = valid.reshape(batch, -1)
     pixels = Pixels(logits.reshape(batch, 1, -1).to(compute_dtype(logits.dtype)),

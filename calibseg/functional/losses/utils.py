@@ -23,7 +23,7 @@ This module imports no OpenMMLab package.
 """
 import math
 import numbers
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -160,8 +160,12 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _HALF_DTYPES else dtype
 
 
-def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
-    """Check types, shapes and labels; return the ``(N, *spatial)`` mask of non-ignored pixels."""
+def check_logits_and_target(logits: Tensor, target: Tensor, ignore_index: int, *, layout: str,
+                            check_channels: Callable[[Tensor], None], num_labels: int,
+                            label_error: Callable[[int, list], str]) -> Tensor:
+    """The checks every loss shares: dtypes, ``layout`` of ``logits`` (checked by ``check_channels``), matching
+    shapes and devices, labels in ``[0, num_labels)`` or ``ignore_index`` (``label_error(ignore_index, values)``
+    words the error). Returns the ``(N, *spatial)`` mask of non-ignored pixels."""
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
         raise TypeError('logits must be a floating-point tensor, '
                         f'got {getattr(logits, "dtype", logits)!r}')
@@ -170,11 +174,8 @@ def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
         raise TypeError('target must be an integer tensor, '
                         f'got {getattr(target, "dtype", target)!r}')
     if logits.dim() < 2:
-        raise ValueError(f'logits must have shape (N, C, *spatial), got {tuple(logits.shape)}')
-    num_classes = logits.shape[1]
-    if num_classes < 2:
-        raise ValueError(f'softmax losses need at least 2 classes, got logits with '
-                         f'C={num_classes}; one-channel (sigmoid) heads need a binary loss')
+        raise ValueError(f'logits must have shape {layout}, got {tuple(logits.shape)}')
+    check_channels(logits)
     expected = logits.shape[:1] + logits.shape[2:]
     if target.shape != expected:
         raise ValueError(f'target of shape {tuple(target.shape)} does not match logits of shape '
@@ -183,13 +184,28 @@ def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
         raise ValueError(f'target is on {target.device} but logits are on {logits.device}')
     ignore_index = check_ignore_index(ignore_index)
     valid = target != ignore_index
-    bad = valid & ((target < 0) | (target >= num_classes))
+    bad = valid & ((target < 0) | (target >= num_labels))
     if bool(bad.any()):
         values = torch.unique(target[bad]).tolist()
         shown = values[:20] + (['...'] if len(values) > 20 else [])
-        raise ValueError(f'target holds labels outside [0, {num_classes}) that are not '
-                         f'ignore_index={ignore_index}: {shown}')
+        raise ValueError(label_error(ignore_index, shown))
     return valid
+
+
+def _check_softmax_channels(logits: Tensor) -> None:
+    if logits.shape[1] < 2:
+        raise ValueError(f'softmax losses need at least 2 classes, got logits with '
+                         f'C={logits.shape[1]}; one-channel (sigmoid) heads need a binary loss')
+
+
+def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
+    """Check types, shapes and labels of a softmax loss; return the mask of non-ignored pixels."""
+    num_classes = logits.shape[1] if isinstance(logits, Tensor) and logits.dim() >= 2 else 0
+    return check_logits_and_target(
+        logits, target, ignore_index, layout='(N, C, *spatial)', check_channels=_check_softmax_channels,
+        num_labels=num_classes,
+        label_error=lambda ignore, shown: (f'target holds labels outside [0, {num_classes}) that are not '
+                                           f'ignore_index={ignore}: {shown}'))
 
 
 def prepare_pixels(logits: Tensor, target: Tensor, *, ignore_index: int = 255,
