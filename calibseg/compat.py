@@ -100,7 +100,8 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
     For ``launcher='pytorch'`` (torchrun) this initialises the default process group from ``RANK``,
     ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` before the Runner exists, so mmengine skips its
     launcher (which calls ``torch.cuda.set_device`` even on CPU). Without CUDA it also selects gloo and a
-    ``MMDistributedDataParallel`` wrapper with ``device_ids=None`` unless the config names a wrapper.
+    ``MMDistributedDataParallel`` wrapper with ``device_ids=None`` (``device_ids=None`` is also added to a wrapper
+    the config names).
     Other launchers (``slurm``, ``mpi``) are left to mmengine.
 
     Args:
@@ -124,6 +125,8 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
         backend = 'gloo'
         if cfg.get('model_wrapper_cfg') is None:
             cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+        else:  # a named wrapper (e.g. TrainStepDelegatingDDP): mmengine would pass device_ids=[LOCAL_RANK]
+            cfg.model_wrapper_cfg.setdefault('device_ids', None)
     if not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(int(os.environ['LOCAL_RANK']))

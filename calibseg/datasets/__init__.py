@@ -1,3 +1,4 @@
+from .held_out_split import HeldOutSplit, held_out_indices
 from .saliency import (
     DUTOMRONDataset,
     DUTSDataset,
@@ -10,6 +11,7 @@ from .saliency import (
 from .transforms import CheckLabelRange, LoadBinaryAnnotations
 
 __all__ = [
-    'CheckLabelRange', 'LoadBinaryAnnotations', 'SaliencyDataset', 'DUTSDataset', 'ECSSDDataset', 'HKUISDataset',
+    'HeldOutSplit', 'held_out_indices', 'CheckLabelRange', 'LoadBinaryAnnotations',
+    'SaliencyDataset', 'DUTSDataset', 'ECSSDDataset', 'HKUISDataset',
     'PASCALSDataset', 'DUTOMRONDataset', 'SODDataset'
 ]

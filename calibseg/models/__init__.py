@@ -1,1 +1,1 @@
-from . import losses  # noqa: F401  (registers calibseg's losses in mmseg's MODELS)
+from . import losses, wrappers  # noqa: F401  (registers calibseg's losses and model wrappers)
