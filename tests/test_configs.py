@@ -12,7 +12,11 @@ from mmseg.registry import HOOKS, METRICS, MODELS
 
 import calibseg  # noqa: F401
 
-CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '*', '*.py')) if '_base_' not in p)
+# Config folders with their own tests (binary saliency heads; post-hoc calibrated segmentors that need a fitted
+# calibrator file): tests/test_configs_<folder>.py or the tools' tests cover them.
+OWN_TESTS = {'saliency', 'posthoc'}
+CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '*', '*.py'))
+                 if '_base_' not in p and osp.basename(osp.dirname(p)) not in OWN_TESTS)
 
 
 def test_every_method_has_demo_and_voc_configs():
