@@ -26,6 +26,7 @@ from calibseg.apis.experiment import (
     run_name,
     test_latest,
     train,
+    training_log_mean,
     write_marked_section,
 )
 
@@ -61,6 +62,9 @@ def main(argv: Sequence[str] = None) -> None:
         if not (args.reuse and finished(config, work_dir)):
             train(config, work_dir, opts)
         results[method_name(config)] = test_latest(config, work_dir, opts)
+        gamma = training_log_mean(work_dir, 'gamma_mean')  # γ-Net runs log the mean γ they train with
+        if gamma is not None:
+            results[method_name(config)]['gamma_mean'] = gamma
     note = (f'Embedded demo data (`tools/dataset_converters/generate_demo_data.py`, seed 0: 160 train+aug / 41 val '
             f'images of 96 px), FCN ResNetV1c-18 OS16 from scratch, 600 iterations of batch 8, seed 0, CPU '
             f'({platform.machine()}, torch {torch.__version__}); val split, every pixel pooled; calibration errors '

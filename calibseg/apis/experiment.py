@@ -7,6 +7,7 @@ metrics dict. Results tables are Markdown, written between marker comments so a 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import os.path as osp
 import re
@@ -29,10 +30,11 @@ DEFAULT_ROWS: Tuple[Tuple[str, str, str], ...] = (
     ('OE_15', 'OE_15 (%)', '{:.2f}'),
     ('NLL', 'NLL', '{:.4f}'),
     ('Brier', 'Brier', '{:.4f}'),
+    ('gamma_mean', 'mean learned γ (γ-Net)', '{:.2f}'),
 )
 
 __all__ = ['run_name', 'method_name', 'demo_data_options', 'train', 'test_latest', 'markdown_table',
-           'write_marked_section', 'REPO_ROOT', 'DEFAULT_ROWS']
+           'write_marked_section', 'training_log_mean', 'REPO_ROOT', 'DEFAULT_ROWS']
 
 
 def run_name(config: str) -> str:
@@ -86,13 +88,38 @@ def test_latest(config: str, work_dir: str, cfg_options: Sequence[str]) -> Dict[
     return Runner.from_cfg(cfg).test()
 
 
+def training_log_mean(work_dir: str, key: str, *, last_fraction: float = 0.1) -> Optional[float]:
+    """Mean of a logged training scalar over the last ``last_fraction`` of the logged iterations.
+
+    Reads every ``<work_dir>/<timestamp>/vis_data/scalars.json`` (a resumed run has several; a later run's value
+    for the same step wins). Returns ``None`` when no record holds ``key``.
+    """
+    import json
+
+    by_step: Dict[int, float] = {}
+    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if key in record and 'step' in record and 'lr' in record:  # training records carry the lr
+                    by_step[int(record['step'])] = float(record[key])
+    if not by_step:
+        return None
+    steps = sorted(by_step)
+    tail = steps[-max(1, int(round(len(steps) * last_fraction))):]
+    return sum(by_step[s] for s in tail) / len(tail)
+
+
 def markdown_table(results: Dict[str, Dict[str, float]], rows: Sequence[Tuple[str, str, str]] = DEFAULT_ROWS,
                    *, highlight: Optional[str] = None) -> str:
-    """Methods as columns, metrics as rows (``-`` where a run lacks a key); ``highlight`` a column in bold."""
+    """Methods as columns, metrics as rows (``-`` where a run lacks a key, no row where every run lacks it);
+    ``highlight`` a column in bold."""
     names = list(results)
     head = [f'**{n}**' if n == highlight else n for n in names]
     lines = ['| metric | ' + ' | '.join(head) + ' |', '|---|' + '---:|' * len(names)]
     for key, title, fmt in rows:
+        if all(results[n].get(key) is None for n in names):
+            continue
         cells = ['-' if results[n].get(key) is None else fmt.format(float(results[n][key])) for n in names]
         lines.append(f'| {title} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)

@@ -33,3 +33,25 @@ def test_marked_section_is_replaced_in_place(tmp_path):
     assert 'old' not in text and text.startswith('# Title') and text.rstrip().endswith('after')
     assert '| metric | ce | **mbls** |' in text
     assert '| ECE_15 (%) | 3.25 | - |' in text
+
+
+def test_rows_no_run_has_are_left_out():
+    table = markdown_table({'ce': {'mIoU': 50.0}, 'gamma-net': {'mIoU': 49.0, 'gamma_mean': 2.345}})
+    assert '| mean learned γ (γ-Net) | - | 2.35 |' in table
+    assert 'NLL' not in table and 'γ' not in markdown_table({'ce': {'mIoU': 50.0}})
+
+
+def test_training_log_mean_reads_the_tail_of_every_run(tmp_path):
+    import json
+
+    from calibseg.apis.experiment import training_log_mean
+
+    for stamp, steps in (('20260101_000000', range(1, 11)), ('20260101_000100', range(6, 21))):
+        vis = tmp_path / stamp / 'vis_data'
+        vis.mkdir(parents=True)
+        with open(vis / 'scalars.json', 'w') as f:
+            for step in steps:
+                f.write(json.dumps(dict(lr=0.1, step=step, gamma_mean=float(step))) + '\n')
+            f.write(json.dumps(dict(step=20, mIoU=1.0)) + '\n')  # a val record: no lr, ignored
+    assert training_log_mean(str(tmp_path), 'gamma_mean', last_fraction=0.2) == (17 + 18 + 19 + 20) / 4
+    assert training_log_mean(str(tmp_path), 'missing') is None
