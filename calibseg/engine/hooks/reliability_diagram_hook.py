@@ -91,6 +91,6 @@ class ReliabilityDiagramHook(Hook):
         from PIL import Image
 
         image = np.asarray(Image.open(png).convert('RGB'))
-        visualizer.add_image(f'{mode}/reliability/{name}', image, step=step)
+        visualizer.add_image(f'{mode}_reliability_{name}', image, step=step)  # no '/': LocalVisBackend uses it as a file name
         if scalars:
             visualizer.add_scalars({f'{mode}/calibration/{k}': float(v) for k, v in scalars.items()}, step=step)

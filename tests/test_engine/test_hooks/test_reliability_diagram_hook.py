@@ -40,3 +40,18 @@ def test_hook_without_statistics_only_warns(tmp_path):
     runner = SimpleNamespace(log_dir=str(tmp_path), iter=0, visualizer=None)
     ReliabilityDiagramHook().after_test_epoch(runner, {})
     assert not (tmp_path / 'reliability').exists()
+
+
+def test_local_vis_backend_saves_the_diagram_and_scalars(tmp_path):
+    from mmengine.visualization import Visualizer
+
+    MessageHub.get_current_instance().runtime_info.clear()
+    metrics = run_metric(PixelCalibrationMetric(), make_samples(2))
+    visualizer = Visualizer(name='reliability_hook_test', save_dir=str(tmp_path / 'vis'),
+                            vis_backends=[dict(type='LocalVisBackend')])
+    runner = SimpleNamespace(log_dir=str(tmp_path), iter=3, visualizer=visualizer)
+    ReliabilityDiagramHook().after_val_epoch(runner, metrics)
+    saved = list((tmp_path / 'vis' / 'vis_data' / 'vis_image').glob('*.png'))
+    assert [p.name for p in saved] == ['val_reliability_PixelCalibrationMetric_3.png']
+    scalars = [json.loads(line) for line in (tmp_path / 'vis' / 'vis_data' / 'scalars.json').read_text().splitlines()]
+    assert scalars[0]['val/calibration/ECE'] == metrics['ECE']
