@@ -54,10 +54,10 @@ def main(argv: Sequence[str] = None) -> None:
     if not osp.isdir(osp.join(args.data_root, 'VOCdevkit')):
         raise FileNotFoundError(f'no demo data in {args.data_root}: run '
                                 '`python tools/dataset_converters/generate_demo_data.py --out data/demo`')
-    opts = demo_data_options(args.data_root)
     results: Dict[str, Dict[str, float]] = {}
     start = time.time()
     for config in configs:
+        opts = demo_data_options(args.data_root, config=config)
         work_dir = osp.join(args.work_dir, run_name(config))
         if not (args.reuse and finished(config, work_dir)):
             train(config, work_dir, opts)

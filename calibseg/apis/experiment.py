@@ -48,12 +48,30 @@ def method_name(config: str) -> str:
     return parts[2] if len(parts) > 2 else run_name(config)
 
 
-def demo_data_options(data_root: str, max_iters: Optional[int] = None) -> List[str]:
-    """``--cfg-options`` pointing the demo configs' datasets at ``data_root`` (optionally a shorter schedule)."""
-    voc = osp.join(data_root, 'VOCdevkit', 'VOC2012')
-    opts = [f'train_dataloader.dataset.datasets.0.data_root={voc}',
-            f'train_dataloader.dataset.datasets.1.data_root={voc}',
-            f'val_dataloader.dataset.data_root={voc}', f'test_dataloader.dataset.data_root={voc}']
+def demo_data_options(data_root: str, max_iters: Optional[int] = None, *, config: Optional[str] = None,
+                      default_root: str = 'data/demo') -> List[str]:
+    """``--cfg-options`` pointing a demo config's datasets at ``data_root`` (optionally a shorter schedule).
+
+    With ``config``, every dataset of the config whose ``data_root`` lies under ``default_root`` (train, val,
+    test, held-out splits, γ-Net's meta loader, ASLP's validation loader) is moved under ``data_root``; without
+    it, the four VOC demo keys of the loss configs are set.
+    """
+    if config is not None:
+        from mmengine.config import Config
+
+        from ..utils import iter_dataset_cfgs
+
+        opts = []
+        prefix = default_root.rstrip('/') + '/'
+        for key, ds in iter_dataset_cfgs(Config.fromfile(config)):
+            root = ds.get('data_root') or ''
+            if root.startswith(prefix):
+                opts.append(f'{key}.data_root={osp.join(data_root, root[len(prefix):])}')
+    else:
+        voc = osp.join(data_root, 'VOCdevkit', 'VOC2012')
+        opts = [f'train_dataloader.dataset.datasets.0.data_root={voc}',
+                f'train_dataloader.dataset.datasets.1.data_root={voc}',
+                f'val_dataloader.dataset.data_root={voc}', f'test_dataloader.dataset.data_root={voc}']
     if max_iters:
         opts += [f'train_cfg.max_iters={max_iters}', f'train_cfg.val_interval={max_iters}',
                  f'default_hooks.checkpoint.interval={max_iters}', f'param_scheduler.0.end={max_iters}']

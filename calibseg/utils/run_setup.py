@@ -38,21 +38,29 @@ def load_run_config(config: str, *, work_dir: Optional[str] = None,
 
 
 def iter_dataset_cfgs(cfg: Config) -> Iterator[Tuple[str, Dict[str, Any]]]:
-    """Yield ``(config key, dataset cfg)`` for every leaf dataset of the train/val/test dataloaders."""
+    """Yield ``(config key, dataset cfg)`` for every leaf dataset of the config's dataloaders.
+
+    Dataloaders: every top-level ``*_dataloader`` (train, val, test, ``aslp_val_dataloader``...) and a model's
+    ``model.meta.dataloader`` (γ-Net's meta split). Keys use dots (``train_dataloader.dataset.datasets.0``), as
+    ``--cfg-options`` does.
+    """
     def leaves(key: str, ds: Any) -> Iterator[Tuple[str, Dict[str, Any]]]:
         if not isinstance(ds, dict):
             return
         if 'datasets' in ds:  # ConcatDataset
             for i, child in enumerate(ds['datasets']):
-                yield from leaves(f'{key}.datasets[{i}]', child)
+                yield from leaves(f'{key}.datasets.{i}', child)
         elif 'dataset' in ds:  # RepeatDataset and similar wrappers
             yield from leaves(f'{key}.dataset', ds['dataset'])
         else:
             yield key, ds
 
-    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        loader = cfg.get(split)
-        if loader and loader.get('dataset') is not None:
+    loaders = [(key, cfg.get(key)) for key in cfg.keys() if key.endswith('_dataloader')]
+    meta = (cfg.get('model') or {}).get('meta')
+    if isinstance(meta, dict):
+        loaders.append(('model.meta.dataloader', meta.get('dataloader')))
+    for split, loader in loaders:
+        if isinstance(loader, dict) and loader.get('dataset') is not None:
             yield from leaves(f'{split}.dataset', loader['dataset'])
 
 

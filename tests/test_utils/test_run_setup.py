@@ -17,7 +17,7 @@ def test_missing_data_root_is_named(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         load_run_config(DEMO_CONFIG, work_dir=str(tmp_path / 'w'), cfg_options=options)
     assert missing in str(err.value)
-    assert 'train_dataloader.dataset.datasets[0].data_root' in str(err.value)
+    assert 'train_dataloader.dataset.datasets.0.data_root' in str(err.value)
 
 
 def test_missing_ann_file_is_named(tiny_voc, tmp_path):
@@ -32,7 +32,7 @@ def test_demo_config_datasets_are_all_found(tiny_voc):
     cfg = Config.fromfile(DEMO_CONFIG)
     cfg.merge_from_dict(tiny_run_options(tiny_voc))
     keys = [key for key, _ in iter_dataset_cfgs(cfg)]
-    assert keys == ['train_dataloader.dataset.datasets[0]', 'train_dataloader.dataset.datasets[1]',
+    assert keys == ['train_dataloader.dataset.datasets.0', 'train_dataloader.dataset.datasets.1',
                     'val_dataloader.dataset', 'test_dataloader.dataset']
     check_data_paths(cfg)
 

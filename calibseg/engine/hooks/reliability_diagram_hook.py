@@ -91,6 +91,7 @@ class ReliabilityDiagramHook(Hook):
         from PIL import Image
 
         image = np.asarray(Image.open(png).convert('RGB'))
-        visualizer.add_image(f'{mode}_reliability_{name}', image, step=step)  # no '/': LocalVisBackend uses it as a file name
+        # no '/' in the name: LocalVisBackend uses it as a file name and silently saves nothing otherwise
+        visualizer.add_image(f'{mode}_reliability_{name}', image, step=step)
         if scalars:
             visualizer.add_scalars({f'{mode}/calibration/{k}': float(v) for k, v in scalars.items()}, step=step)
