@@ -10,12 +10,16 @@ from .focal import softmax_focal_loss, validate_focal_args
 from .label_smoothing import label_smoothing_loss, validate_label_smoothing_args
 from .mbls import mbls_loss, validate_mbls_args
 from .mdca import mdca_loss, mdca_term, validate_mdca_args
+from .rankmixup import mixup_pair_valid, mndcg_loss, mrl_loss
 from .scbce import scbce_loss, validate_scbce_args
+from .sece import sece_loss, validate_sece_loss_args
 from .utils import Pixels, flatten_pixels, prepare_pixels, reduce_loss
 
 __all__ = [
     'softmax_focal_loss', 'adaptive_focal_loss', 'label_smoothing_loss', 'mbls_loss', 'mdca_loss',
-    'acls_loss', 'scbce_loss', 'mdca_term', 'flatten_pixels', 'prepare_pixels', 'reduce_loss', 'Pixels',
+    'acls_loss', 'scbce_loss', 'sece_loss', 'mdca_term', 'flatten_pixels', 'prepare_pixels', 'reduce_loss', 'Pixels',
     'validate_focal_args', 'validate_adaptive_focal_args', 'validate_label_smoothing_args',
-    'validate_mbls_args', 'validate_mdca_args', 'validate_acls_args', 'validate_scbce_args'
+    'validate_mbls_args', 'validate_mdca_args', 'validate_acls_args', 'validate_scbce_args',
+    'validate_sece_loss_args',
+    'mrl_loss', 'mndcg_loss', 'mixup_pair_valid'
 ]

@@ -6,9 +6,11 @@ from .focal_loss import SoftmaxFocalLoss
 from .label_smoothing_loss import LabelSmoothingLoss
 from .mbls_loss import MbLSLoss
 from .mdca_loss import MDCALoss
+from .samplewise_focal_loss import SampleWiseFocalLoss
 from .scbce import SCBCELoss
+from .sece_loss import SECELoss
 
 __all__ = [
     'CalibrationLossBase', 'SoftmaxFocalLoss', 'AdaptiveFocalLoss', 'LabelSmoothingLoss',
-    'MbLSLoss', 'MDCALoss', 'ACLSLoss', 'SCBCELoss'
+    'MbLSLoss', 'MDCALoss', 'ACLSLoss', 'SCBCELoss', 'SampleWiseFocalLoss', 'SECELoss'
 ]
