@@ -314,3 +314,18 @@ def test_lts_loss_is_the_nll_of_the_resized_logits(tiny_voc, checkpoint):
     assert math.isclose(result['before']['NLL'], nll_sum / count, rel_tol=1e-5)
     native = fit_tool.fit_calibrator(model, loader, 'lts', fit_cfg=dict(epochs=1), lts_loss='native')
     assert native['calibrator'].fit_info['num_pixels'] <= 5 * 4  # labels at the 2x2 logit pixels of 5 images
+
+
+# ---------------------------------------------------------------------------------------------- demo script
+def test_posthoc_demo_script(tiny_voc, checkpoint, tmp_path):
+    demo = load_tool('posthoc_demo')
+    root = osp.dirname(osp.dirname(tiny_voc))  # the folder holding VOCdevkit
+    results = demo.main(['--checkpoints', checkpoint, '--methods', 'ts', '--data-root', root, '--calib-root', root,
+                         '--work-dir', str(tmp_path / 'demo'), '--no-write'])
+    rows = results[checkpoint]
+    assert set(rows) == {'generated', 'val-half'}
+    for table in rows.values():
+        assert set(table) == {'uncalibrated', 'TS'}
+        assert table['TS']['test']['mIoU'] == table['uncalibrated']['test']['mIoU']  # TS keeps the predictions
+        assert table['TS']['fitted'].startswith('T = ')
+    assert osp.isfile(tmp_path / 'demo' / 'configs' / 'fcn_r18-os16_ce-ts_600it_demo-voc12aug-96x96_val-half.py')

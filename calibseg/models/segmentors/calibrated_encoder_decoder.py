@@ -17,8 +17,9 @@ heads). This class overrides ``encode_decode``::
 so the calibrated logits are what ``seg_logits``, ``pred_sem_seg`` and every metric see (``tools/test.py`` reports
 the calibrated model). Consequences:
 
-* **Local temperature scaling** runs its convolutions on the native logit map (1/8 of the input for DeepLabV3+,
-  1/16 for the demo FCN), the resolution it is fitted at by ``tools/fit_calibrator.py``; with ``use_image=True``
+* **Local temperature scaling** runs its convolutions on the native logit map (1/4 of the input for DeepLabV3+'s
+  decoder, 1/16 for the demo FCN), where ``tools/fit_calibrator.py`` fits it too (by default with the NLL taken
+  after this class's resize, i.e. on the logits the metrics see); with ``use_image=True``
   it gets the normalised input image average-pooled to that size (:func:`image_at_logits_size`). ``T(x)`` is
   per native pixel; the bilinear upsampling of ``z / T`` that follows can move the arg-max at in-between pixels,
   so LTS may change the prediction slightly there. In ``slide`` mode each crop is calibrated on its own before
