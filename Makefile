@@ -17,7 +17,7 @@ demo: data
 	@$(PY) tools/demo.py --data-root $(DATA)
 
 test: install-tests
-	@$(PY) -m pytest tests -q -p no:cacheprovider
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest tests -q -p no:cacheprovider
 
 lint: install-tests
 	@$(PY) -m ruff check .
