@@ -49,7 +49,9 @@ def finished(config: str, work_dir: str) -> bool:
 
 def main(argv: Sequence[str] = None) -> None:
     args = parse_args(argv)
-    configs = args.configs or sorted(glob.glob(osp.join(REPO_ROOT, DEMO_GLOB)))
+    # training methods only: configs/posthoc/ evaluates a trained model with a fitted calibrator (tools/posthoc_demo.py)
+    configs = args.configs or sorted(p for p in glob.glob(osp.join(REPO_ROOT, DEMO_GLOB))
+                                     if osp.basename(osp.dirname(p)) != 'posthoc')
     configs = sorted(configs, key=lambda c: (method_name(c) != 'ce', method_name(c)))  # CE first
     if not osp.isdir(osp.join(args.data_root, 'VOCdevkit')):
         raise FileNotFoundError(f'no demo data in {args.data_root}: run '
