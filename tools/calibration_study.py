@@ -70,6 +70,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config, DictAction
 
+from calibseg.evaluation.metrics.stream_state import sum_across_ranks
+
 DEFAULT_FIT_PIXELS = 16384
 TS_METHODS = ('nll', 'grid-ece', 'grid-nll')
 CHECKPOINT_PATTERN = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
@@ -306,15 +308,6 @@ class StageError(RuntimeError):
         self.stage = stage
 
 
-def sum_over_processes(tensor: torch.Tensor) -> torch.Tensor:
-    from mmengine.dist import all_reduce
-    _, world = dist_info()
-    if world > 1:
-        tensor = tensor.clone()
-        all_reduce(tensor)
-    return tensor
-
-
 def broadcast(obj: Any) -> Any:
     from mmengine.dist import broadcast_object_list
     _, world = dist_info()
@@ -474,7 +467,7 @@ def fit_temperature(batches: List[Tuple[torch.Tensor, torch.Tensor]], *, num_cla
         return PixelPasses(lambda: iter(batches), num_classes=num_classes, ignore_index=None, dtype=dtype,
                            device=device)
 
-    count = sum_over_processes(torch.tensor([float(sum(y.numel() for _, y in batches))], dtype=torch.float64))
+    count = sum_across_ranks(torch.tensor([float(sum(y.numel() for _, y in batches))], dtype=torch.float64))
     n = float(count[0])
     if n == 0:
         raise ValueError('the fit split has no labelled pixel')
@@ -483,7 +476,7 @@ def fit_temperature(batches: List[Tuple[torch.Tensor, torch.Tensor]], *, num_cla
 
         def stats(beta: float) -> Tuple[float, float, float]:
             local = _nll_stats(source, beta) if source is not None else (0.0, 0.0, 0.0)
-            return tuple(sum_over_processes(torch.tensor(local, dtype=torch.float64)).tolist())
+            return tuple(sum_across_ranks(torch.tensor(local, dtype=torch.float64)).tolist())
 
         beta, info = newton_inverse_temperature(stats, t_min=0.01, t_max=100.0, tol=1e-8, max_iter=100)
         return {'fit_pixels': int(n), 'T': 1.0 / beta, 'fit_nll_pre': info['objective_at_start'] / n,
@@ -496,7 +489,7 @@ def fit_temperature(batches: List[Tuple[torch.Tensor, torch.Tensor]], *, num_cla
         vector = torch.cat([local[k].double().flatten() for k in keys])
     else:
         vector = torch.zeros(len(grid) * 15 * 3 + len(grid), dtype=torch.float64)
-    total = sum_over_processes(vector)
+    total = sum_across_ranks(vector)
     size = len(grid) * 15
     conf, correct, nll = total[size:2 * size].view(-1, 15), total[2 * size:3 * size].view(-1, 15), total[3 * size:]
     ece = (correct - conf).abs().sum(1) / n
@@ -594,7 +587,7 @@ def measure(spec: ModelSpec, args: argparse.Namespace, device: torch.device) -> 
     counts = torch.tensor([fit_images, test_images], dtype=torch.float64)
     cpu = torch.device('cpu')
     sizes = [pre.state_size, post.state_size, confusion.numel(), counts.numel()]
-    total = sum_over_processes(torch.cat([pre.to_tensor(cpu), post.to_tensor(cpu), confusion, counts]))
+    total = sum_across_ranks(torch.cat([pre.to_tensor(cpu), post.to_tensor(cpu), confusion, counts]))
     parts = torch.split(total, sizes)
     iteration = CHECKPOINT_PATTERN.match(osp.basename(spec.checkpoint))
     facts['iteration'] = int(iteration.group(2)) if iteration else meta.get('iter', '')
