@@ -8,7 +8,7 @@ import sys
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CONFIG = osp.join(ROOT, 'configs', 'baseline', 'fcn_r18-os16_ce_600it_demo-voc12aug-96x96.py')
+DEMO_CONFIG = osp.join(ROOT, 'configs', 'baseline', 'fcn_r18-d16_ce_1xb8-600it_demo-voc12aug-96x96.py')
 
 
 def load_generator():

@@ -22,7 +22,7 @@ NAMES = [osp.basename(p) for p in CONFIGS]
 
 def test_the_expected_configs_and_readme_exist():
     for method in ('ts', 'cts', 'vs', 'lts'):
-        assert f'fcn_r18-os16_ce-{method}_600it_demo-voc12aug-96x96.py' in NAMES
+        assert f'fcn_r18-d16_ce-{method}_1xb8-600it_demo-voc12aug-96x96.py' in NAMES
     for method in ('ts', 'lts'):
         assert f'deeplabv3plus_r50-d8_ce-{method}_4xb4-20k_voc12aug-512x512.py' in NAMES
     readme = open(osp.join(ROOT, 'configs', 'posthoc', 'README.md')).read()

@@ -25,7 +25,7 @@ def _method(path):
 def test_every_method_has_a_demo_and_a_384_config():
     names = {osp.basename(p) for p in CONFIGS}
     for method in ('bce', 'scbce', 'aslp'):
-        assert f'fcn_r18-os16_{method}_30ep_demo-duts-96x96.py' in names
+        assert f'fcn_r18-d16_{method}_1xb8-30ep_demo-duts-96x96.py' in names
         assert f'deeplabv3plus_r50-d8_{method}_1xb10-30ep_duts-384x384.py' in names
     readme = open(osp.join(ROOT, 'configs', 'saliency', 'README.md')).read()
     assert '<!-- calibseg:results:start -->' in readme and '<!-- calibseg:results:end -->' in readme
@@ -86,7 +86,7 @@ def test_config_builds(path):
 
 
 def test_the_three_methods_share_everything_but_the_loss():
-    for kind in ('fcn_r18-os16_{}_30ep_demo-duts-96x96.py', 'deeplabv3plus_r50-d8_{}_1xb10-30ep_duts-384x384.py'):
+    for kind in ('fcn_r18-d16_{}_1xb8-30ep_demo-duts-96x96.py', 'deeplabv3plus_r50-d8_{}_1xb10-30ep_duts-384x384.py'):
         cfgs = {m: Config.fromfile(osp.join(ROOT, 'configs', 'saliency', kind.format(m))) for m in ('bce', 'scbce',
                                                                                                    'aslp')}
         base = cfgs['bce']

@@ -30,7 +30,7 @@ from calibseg.apis.experiment import (
     write_marked_section,
 )
 
-DEMO_GLOB = 'configs/*/fcn_r18-os16_*_600it_demo-voc12aug-96x96.py'
+DEMO_GLOB = 'configs/*/fcn_r18-d16_*_1xb8-600it_demo-voc12aug-96x96.py'
 
 
 def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:

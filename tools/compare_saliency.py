@@ -5,7 +5,7 @@
 
 Same data (the demo DUTS copy: 108 DUTS-TR training images, 12 held out, 40 DUTS-TE test images of 96 px), model
 (FCN ResNetV1c-18 OS16 from scratch, one sigmoid channel), schedule (30 epochs of batch 8, SGD + poly) and seed for
-the three configs in ``configs/saliency/fcn_r18-os16_*_30ep_demo-duts-96x96.py``; each is tested on DUTS-TE and
+the three configs in ``configs/saliency/fcn_r18-d16_*_1xb8-30ep_demo-duts-96x96.py``; each is tested on DUTS-TE and
 the table (methods as columns: MAE, max-F, S-measure, ECE, OE, NLL, and the final mean alpha of ASLP's table) is
 written between the results markers of ``configs/saliency/README.md`` with the command that reproduces it.
 ``--max-epochs`` shortens every run (to check the script; ASLP's first update epoch is then moved to the last epoch
@@ -32,7 +32,7 @@ from calibseg.apis.experiment import (
     write_marked_section,
 )
 
-CONFIGS = tuple(osp.join('configs', 'saliency', f'fcn_r18-os16_{m}_30ep_demo-duts-96x96.py')
+CONFIGS = tuple(osp.join('configs', 'saliency', f'fcn_r18-d16_{m}_1xb8-30ep_demo-duts-96x96.py')
                 for m in ('bce', 'scbce', 'aslp'))
 README = osp.join(REPO_ROOT, 'configs', 'saliency', 'README.md')
 ROWS = (

@@ -28,8 +28,8 @@ from calibseg.apis.experiment import (
 )
 
 DEFAULT_CONFIGS = (
-    'configs/baseline/fcn_r18-os16_ce_600it_demo-voc12aug-96x96.py',
-    'configs/mbls/fcn_r18-os16_mbls_600it_demo-voc12aug-96x96.py',
+    'configs/baseline/fcn_r18-d16_ce_1xb8-600it_demo-voc12aug-96x96.py',
+    'configs/mbls/fcn_r18-d16_mbls_1xb8-600it_demo-voc12aug-96x96.py',
 )
 
 

@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from calibseg.apis.experiment import REPO_ROOT, demo_data_options, train
 
-DEMO = 'fcn_r18-os16_{}_600it_demo-voc12aug-96x96.py'
+DEMO = 'fcn_r18-d16_{}_1xb8-600it_demo-voc12aug-96x96.py'
 #: (run name, config, decode-head channels, training iterations); the compare runs have 128 channels, 600 its
 EXTRA_RUNS: Tuple[Tuple[str, str, int, int], ...] = (
     ('ce-c32-200it', 'configs/baseline/' + DEMO.format('ce'), 32, 200),

@@ -1,4 +1,4 @@
 # DeepLabV3+ R-50 on PASCAL VOC 2012 + SBD, mmseg's 20k schedule, with type='SoftmaxFocalLoss' on the decode head.
 # The auxiliary FCN head keeps mmseg's cross-entropy at weight 0.4.
-_base_ = ['../_base_/deeplabv3plus_r50-d8_4xb4-20k_voc12aug-512x512_calib.py']
+_base_ = ['../baseline/deeplabv3plus_r50-d8_ce_4xb4-20k_voc12aug-512x512.py']
 model = dict(decode_head=dict(loss_decode=dict(_delete_=True, type='SoftmaxFocalLoss', gamma=3.0, loss_weight=1.0)))

@@ -5,7 +5,7 @@
 # (train_dataloader, part='train'), 1,000 are γ-Net's meta set (model.meta.dataloader, part='held_out'); change
 # `held_out` in both places together. The auxiliary FCN head keeps mmseg's cross-entropy at weight 0.4.
 # Choices where the paper is silent: README.md.
-_base_ = ['../_base_/deeplabv3plus_r50-d8_4xb4-20k_voc12aug-512x512_calib.py']
+_base_ = ['../baseline/deeplabv3plus_r50-d8_ce_4xb4-20k_voc12aug-512x512.py']
 held_out = 1000
 train_dataloader = dict(
     dataset=dict(

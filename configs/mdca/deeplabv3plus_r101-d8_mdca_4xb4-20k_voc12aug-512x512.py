@@ -1,4 +1,2 @@
-# DeepLabV3+ R-101 on PASCAL VOC 2012 + SBD, mmseg's 20k schedule, with type='MDCALoss' on the decode head.
-# The auxiliary FCN head keeps mmseg's cross-entropy at weight 0.4.
-_base_ = ['../_base_/deeplabv3plus_r101-d8_4xb4-20k_voc12aug-512x512_calib.py']
-model = dict(decode_head=dict(loss_decode=dict(_delete_=True, type='MDCALoss', beta=1.0, loss_weight=1.0)))
+_base_ = './deeplabv3plus_r50-d8_mdca_4xb4-20k_voc12aug-512x512.py'
+model = dict(pretrained='open-mmlab://resnet101_v1c', backbone=dict(depth=101))

@@ -19,7 +19,7 @@ from calibseg_testing import ROOT
 
 from calibseg.compat import load_trusted_checkpoint
 
-ASLP_DEMO = osp.join(ROOT, 'configs', 'saliency', 'fcn_r18-os16_aslp_30ep_demo-duts-96x96.py')
+ASLP_DEMO = osp.join(ROOT, 'configs', 'saliency', 'fcn_r18-d16_aslp_1xb8-30ep_demo-duts-96x96.py')
 CONFIG = """
 _base_ = [{base!r}]
 data_root = {root!r}

@@ -50,7 +50,7 @@ def setup(tiny_voc, tmp_path_factory):
     cfg = Config.fromfile(DEMO_CONFIG)
     cfg.merge_from_dict(tiny_run_options(tiny_voc))
     cfg.merge_from_dict({'model.decode_head.channels': 16, 'model.auxiliary_head.channels': 8})
-    config = str(work_dir / 'fcn_r18-os16_ce_4it_tiny-voc-32x32.py')
+    config = str(work_dir / 'fcn_r18-d16_ce_4it_tiny-voc-32x32.py')
     cfg.dump(config)
     init_default_scope('mmseg')
     for it, sharpen in ((1, 1.0), (2, 4.0)):
@@ -186,7 +186,7 @@ def test_resume_skips_measured_models_without_recomputing(setup, first_run, monk
 
     monkeypatch.setattr(study, 'measure', spy)
     assert study.main(_args(setup, out)) == 1
-    assert measured == ['fcn_r18-os16_ce_4it_tiny-voc-32x32@broken']  # only the model that failed
+    assert measured == ['fcn_r18-d16_ce_4it_tiny-voc-32x32@broken']  # only the model that failed
     assert out.read_bytes() == before  # nothing rewritten, no row added
     log = capsys.readouterr().out
     assert log.count('[study] skip wd_tiny@iter_') == 2

@@ -27,7 +27,7 @@ from calibseg.calibrators import (
     load_calibrator,
 )
 
-POSTHOC = osp.join(ROOT, 'configs', 'posthoc', 'fcn_r18-os16_ce-{}_600it_demo-voc12aug-96x96.py')
+POSTHOC = osp.join(ROOT, 'configs', 'posthoc', 'fcn_r18-d16_ce-{}_1xb8-600it_demo-voc12aug-96x96.py')
 
 
 def load_tool(name):
@@ -328,4 +328,4 @@ def test_posthoc_demo_script(tiny_voc, checkpoint, tmp_path):
         assert set(table) == {'uncalibrated', 'TS'}
         assert table['TS']['test']['mIoU'] == table['uncalibrated']['test']['mIoU']  # TS keeps the predictions
         assert table['TS']['fitted'].startswith('T = ')
-    assert osp.isfile(tmp_path / 'demo' / 'configs' / 'fcn_r18-os16_ce-ts_600it_demo-voc12aug-96x96_val-half.py')
+    assert osp.isfile(tmp_path / 'demo' / 'configs' / 'fcn_r18-d16_ce-ts_1xb8-600it_demo-voc12aug-96x96_val-half.py')

@@ -17,7 +17,7 @@ from mmseg.registry import MODELS
 
 from calibseg.compat import trusted
 
-DEMO_BCE = osp.join(ROOT, 'configs', 'saliency', 'fcn_r18-os16_bce_30ep_demo-duts-96x96.py')
+DEMO_BCE = osp.join(ROOT, 'configs', 'saliency', 'fcn_r18-d16_bce_1xb8-30ep_demo-duts-96x96.py')
 # the six conventional layouts under data/ (relocated by --data-root), the demo test pipeline
 CONFIG = """
 _base_ = [{base!r}]
@@ -124,5 +124,5 @@ def test_nothing_to_evaluate_and_bad_names(setup, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"unknown test set\(s\) \['NOPE'\]"):
         tool.main([setup['config'], setup['checkpoint'], '--datasets', 'NOPE'])
     with pytest.raises(ValueError, match='no `saliency_test_sets`'):
-        tool.main([osp.join(ROOT, 'configs', 'baseline', 'fcn_r18-os16_ce_600it_demo-voc12aug-96x96.py'),
+        tool.main([osp.join(ROOT, 'configs', 'baseline', 'fcn_r18-d16_ce_1xb8-600it_demo-voc12aug-96x96.py'),
                    setup['checkpoint']])

@@ -24,7 +24,7 @@ from calibseg.models.segmentors.meta_batch_stream import MetaBatchStream
 IGNORE = 255
 NUM_CLASSES = 3
 SIZE = 16
-DEMO = osp.join(ROOT, 'configs', 'gamma_net', 'fcn_r18-os16_gamma-net_600it_demo-voc12aug-96x96.py')
+DEMO = osp.join(ROOT, 'configs', 'gamma_net', 'fcn_r18-d16_gamma-net_1xb8-600it_demo-voc12aug-96x96.py')
 
 
 def _voc(root: str = 'unused') -> dict:

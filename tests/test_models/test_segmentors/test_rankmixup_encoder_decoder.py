@@ -20,7 +20,7 @@ import calibseg  # noqa: F401
 from calibseg.functional.mixup import MixupDraw, draw_mixup
 from calibseg.models.segmentors import RankMixupEncoderDecoder
 
-CONFIG = osp.join(ROOT, 'configs', 'rankmixup', 'fcn_r18-os16_rankmixup-{}_600it_demo-voc12aug-96x96.py')
+CONFIG = osp.join(ROOT, 'configs', 'rankmixup', 'fcn_r18-d16_rankmixup-{}_1xb8-600it_demo-voc12aug-96x96.py')
 SIZE = 32
 IGNORE = 255
 

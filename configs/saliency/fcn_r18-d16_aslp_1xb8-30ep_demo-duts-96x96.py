@@ -3,7 +3,7 @@
 # lambda 2000, beta 2, clip [0, 1/(2 beta) - 0.01]) and the pixel accuracy on the 12 held-out DUTS-TR images
 # measured after every epoch. The table lives in the segmentor (ASLPEncoderDecoder: checkpointed, resumed
 # exactly, identical on every rank); ASLPHook measures the accuracy and logs the table each epoch.
-_base_ = ['./fcn_r18-os16_bce_30ep_demo-duts-96x96.py']
+_base_ = ['./fcn_r18-d16_bce_1xb8-30ep_demo-duts-96x96.py']
 model = dict(
     type='ASLPEncoderDecoder',
     update_from_epoch=6,

@@ -1,3 +1,3 @@
 # type='MbLSLoss' on the embedded demo data; identical to the CE baseline except for the decode head's loss.
-_base_ = ['../baseline/fcn_r18-os16_ce_600it_demo-voc12aug-96x96.py']
+_base_ = ['../baseline/fcn_r18-d16_ce_1xb8-600it_demo-voc12aug-96x96.py']
 model = dict(decode_head=dict(loss_decode=dict(_delete_=True, type='MbLSLoss', margin=10.0, alpha=0.1, loss_weight=1.0)))

@@ -3,7 +3,7 @@
 # resolution (6x6 for 96 px inputs at output stride 16), before mmseg's bilinear resize; tools/fit_calibrator.py
 # fits it there, with the loss taken after that resize (--lts-loss input). Same calibration and test images as
 # the TS config.
-_base_ = ['./fcn_r18-os16_ce-ts_600it_demo-voc12aug-96x96.py']
+_base_ = ['./fcn_r18-d16_ce-ts_1xb8-600it_demo-voc12aug-96x96.py']
 model = dict(
-    calibrator=dict(file='work_dirs/posthoc/fcn_r18-os16_ce-lts_600it_demo-voc12aug-96x96/calibrator.pth',
+    calibrator=dict(file='work_dirs/posthoc/fcn_r18-d16_ce-lts_1xb8-600it_demo-voc12aug-96x96/calibrator.pth',
                     method='lts'))

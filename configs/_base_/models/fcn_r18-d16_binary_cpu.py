@@ -2,7 +2,7 @@
 # one output channel (sigmoid foreground probability), decision threshold 0.5 (mmseg's default for one-channel
 # heads is 0.3), mmseg's binary cross-entropy averaged over the non-ignored pixels. The auxiliary FCN head
 # keeps mmseg's weight 0.4 with the same binary loss.
-_base_ = ['./fcn_r18-os16_cpu.py']
+_base_ = ['./fcn_r18-d16_cpu.py']
 model = dict(
     decode_head=dict(
         num_classes=2,

@@ -7,10 +7,10 @@
 #   python tools/fit_calibrator.py THIS_CONFIG CHECKPOINT      # writes model.calibrator.file
 #   python tools/test.py THIS_CONFIG CHECKPOINT                # metrics of the calibrated model
 # The CTS, VS and LTS demo configs inherit this one and change only the calibrator.
-_base_ = ['../baseline/fcn_r18-os16_ce_600it_demo-voc12aug-96x96.py']
+_base_ = ['../baseline/fcn_r18-d16_ce_1xb8-600it_demo-voc12aug-96x96.py']
 model = dict(
     type='CalibratedEncoderDecoder',
-    calibrator=dict(file='work_dirs/posthoc/fcn_r18-os16_ce-ts_600it_demo-voc12aug-96x96/calibrator.pth',
+    calibrator=dict(file='work_dirs/posthoc/fcn_r18-d16_ce-ts_1xb8-600it_demo-voc12aug-96x96/calibrator.pth',
                     method='ts'))
 calib_dataloader = dict(
     batch_size=1,

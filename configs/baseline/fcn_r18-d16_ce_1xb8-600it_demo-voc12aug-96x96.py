@@ -1,7 +1,7 @@
 # Cross-entropy baseline on the embedded demo data (mmseg's CrossEntropyLoss, averaged over non-ignored
 # pixels like calibseg's losses). The auxiliary FCN head keeps mmseg's CE at weight 0.4 in every config.
 _base_ = [
-    '../_base_/models/fcn_r18-os16_cpu.py', '../_base_/datasets/demo_voc12_aug.py',
+    '../_base_/models/fcn_r18-d16_cpu.py', '../_base_/datasets/demo_voc12_aug.py',
     '../_base_/cpu_runtime.py', '../_base_/schedules/demo_600it.py'
 ]
 crop_size = (96, 96)

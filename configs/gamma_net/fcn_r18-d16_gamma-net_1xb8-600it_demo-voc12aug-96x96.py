@@ -4,7 +4,7 @@
 # look-ahead of the classifier). The 160 train+aug images are split once: 144 train the network
 # (train_dataloader, part='train'), 16 are γ-Net's meta set (model.meta.dataloader, part='held_out'); change
 # `held_out` in both places together. Choices where the paper is silent: README.md.
-_base_ = ['../baseline/fcn_r18-os16_ce_600it_demo-voc12aug-96x96.py']
+_base_ = ['../baseline/fcn_r18-d16_ce_1xb8-600it_demo-voc12aug-96x96.py']
 held_out = 16
 train_dataloader = dict(
     dataset=dict(

@@ -1,6 +1,6 @@
 # Class-wise temperature scaling (z_k / T_k, fitted by NLL)
 # of the cross-entropy demo model; same calibration and test images as the TS config.
-_base_ = ['./fcn_r18-os16_ce-ts_600it_demo-voc12aug-96x96.py']
+_base_ = ['./fcn_r18-d16_ce-ts_1xb8-600it_demo-voc12aug-96x96.py']
 model = dict(
-    calibrator=dict(file='work_dirs/posthoc/fcn_r18-os16_ce-cts_600it_demo-voc12aug-96x96/calibrator.pth',
+    calibrator=dict(file='work_dirs/posthoc/fcn_r18-d16_ce-cts_1xb8-600it_demo-voc12aug-96x96/calibrator.pth',
                     method='cts'))
