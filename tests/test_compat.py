@@ -14,7 +14,7 @@ from calibseg_testing import DEMO_CONFIG, ROOT, as_cli_options, tiny_run_options
 from mmengine.runner import Runner
 
 from calibseg.compat import TRUSTED_PREFIX, load_trusted_checkpoint, trusted
-from calibseg.utils import load_run_config
+from calibseg.utils.run_setup import load_run_config
 
 TORCH_SAFE_BY_DEFAULT = tuple(int(v) for v in torch.__version__.split('.')[:2]) >= (2, 6)
 

@@ -70,7 +70,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from mmengine.config import Config, DictAction
 
-from calibseg.evaluation.metrics.stream_state import sum_across_ranks
+from calibseg.utils.distributed import sum_across_ranks
 
 DEFAULT_FIT_PIXELS = 16384
 TS_METHODS = ('nll', 'grid-ece', 'grid-nll')
@@ -382,7 +382,7 @@ def build_loader(loader_cfg: dict, num_workers: Optional[int]):
 
 
 def check_dataset_paths(loader_cfgs: Sequence[dict]) -> None:
-    from calibseg.utils import check_data_paths
+    from calibseg.utils.run_setup import check_data_paths
     for cfg in loader_cfgs:
         check_data_paths(Config({'val_dataloader': cfg}))
 

@@ -13,7 +13,7 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from calibseg.compat import trusted
-from calibseg.utils import load_run_config
+from calibseg.utils.run_setup import load_run_config
 
 
 def parse_args() -> argparse.Namespace:

@@ -81,7 +81,7 @@ def select_test_sets(cfg: Config, names: Optional[Sequence[str]], data_root: Opt
 
 def missing_paths(dataset: Dict[str, Any]) -> List[str]:
     """Folders and files a dataset config names that do not exist (empty when all exist)."""
-    from calibseg.utils import check_data_paths
+    from calibseg.utils.run_setup import check_data_paths
 
     try:
         check_data_paths(Config(dict(test_dataloader=dict(dataset=dataset))))

@@ -59,7 +59,7 @@ def demo_data_options(data_root: str, max_iters: Optional[int] = None, *, config
     if config is not None:
         from mmengine.config import Config
 
-        from ..utils import iter_dataset_cfgs
+        from ..utils.run_setup import iter_dataset_cfgs
 
         opts = []
         prefix = default_root.rstrip('/') + '/'
@@ -93,7 +93,7 @@ def test_latest(config: str, work_dir: str, cfg_options: Sequence[str]) -> Dict[
     from mmengine.runner import Runner, find_latest_checkpoint
 
     from ..compat import trusted
-    from ..utils import load_run_config
+    from ..utils.run_setup import load_run_config
 
     ckpt = find_latest_checkpoint(work_dir) if osp.isdir(work_dir) else None
     if ckpt is None:

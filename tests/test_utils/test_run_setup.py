@@ -8,7 +8,7 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 import calibseg  # noqa: F401
-from calibseg.utils import check_data_paths, iter_dataset_cfgs, load_run_config
+from calibseg.utils.run_setup import check_data_paths, iter_dataset_cfgs, load_run_config
 
 
 def test_missing_data_root_is_named(tmp_path):

@@ -20,7 +20,8 @@ from ...functional.calibration import (
     classwise_table,
     reliability_bins,
 )
-from .stream_state import PaddingAwareAccumulator, sum_across_ranks
+from ...utils.distributed import sum_across_ranks
+from .stream_state import PaddingAwareAccumulator
 
 __all__ = ['PixelCalibrationMetric', 'BinaryCalibrationMetric']
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 from typing import Callable, Generic, Optional, TypeVar
 
 import torch
-from mmengine.dist import all_reduce, get_dist_info
 from mmengine.logging import print_log
+
+from calibseg.utils.distributed import dist_info, sum_across_ranks
 
 T = TypeVar('T')
 
-__all__ = ['PaddingAwareAccumulator', 'sum_across_ranks']
+__all__ = ['PaddingAwareAccumulator']
 
 
 class PaddingAwareAccumulator(Generic[T]):
@@ -46,15 +47,14 @@ class PaddingAwareAccumulator(Generic[T]):
 
     def finish(self, size: int) -> Optional[T]:
         """Return this rank's total without padding duplicates, given the dataset ``size``."""
-        rank, world = get_dist_info()
+        rank, world = dist_info()
         if self.pending is not None:
             last_position = rank + (self.num_seen - 1) * world
             if last_position < size:
                 self.total = self._add(self.total, self.pending)
             self.pending = None
         if world > 1:
-            seen = torch.tensor([self.num_seen], dtype=torch.float64)
-            all_reduce(seen)
+            seen = sum_across_ranks(torch.tensor([self.num_seen], dtype=torch.float64))
             expected = -(-size // world) * world
             if int(seen.item()) != expected:
                 print_log(f'streaming metric saw {int(seen.item())} samples over {world} ranks for a dataset of '
@@ -62,11 +62,3 @@ class PaddingAwareAccumulator(Generic[T]):
                           'Padding duplicates may be counted.', logger='current', level=30)
         return self.total
 
-
-def sum_across_ranks(vector: torch.Tensor) -> torch.Tensor:
-    """All-reduce (sum) a float64 vector across ranks; a no-op in a single process."""
-    _, world = get_dist_info()
-    if world > 1:
-        vector = vector.clone()
-        all_reduce(vector)
-    return vector
