@@ -35,15 +35,15 @@ if ROOT not in sys.path:
 
 from mmengine.runner import Runner  # noqa: E402
 
-from calibseg.utils import iter_dataset_cfgs, load_run_config  # noqa: E402
+from calibseg.utils.run_setup import iter_dataset_cfgs, load_run_config  # noqa: E402
 
 # Method name -> demo config (relative to the repository root). Add a method here; a config that does not exist
 # (yet) is skipped with a note, so the gamma-Net entry is measured as soon as its config lands.
 METHOD_CONFIGS: Dict[str, str] = {
-    'CE': 'configs/baseline/fcn_r18-os16_ce_600it_demo-voc12aug-96x96.py',
-    'MRL': 'configs/rankmixup/fcn_r18-os16_rankmixup-mrl_600it_demo-voc12aug-96x96.py',
-    'M-NDCG': 'configs/rankmixup/fcn_r18-os16_rankmixup-mndcg_600it_demo-voc12aug-96x96.py',
-    'gamma-Net': 'configs/gamma_net/fcn_r18-os16_gamma-net_600it_demo-voc12aug-96x96.py',
+    'CE': 'configs/baseline/fcn_r18-d16_ce_1xb8-600it_demo-voc12aug-96x96.py',
+    'MRL': 'configs/rankmixup/fcn_r18-d16_rankmixup-mrl_1xb8-600it_demo-voc12aug-96x96.py',
+    'M-NDCG': 'configs/rankmixup/fcn_r18-d16_rankmixup-mndcg_1xb8-600it_demo-voc12aug-96x96.py',
+    'gamma-Net': 'configs/gamma_net/fcn_r18-d16_gamma-net_1xb8-600it_demo-voc12aug-96x96.py',
 }
 # Targets of issue 6 (step time / CE step time).
 TARGETS: Dict[str, float] = {'MRL': 2.3, 'M-NDCG': 4.5, 'gamma-Net': 3.0}

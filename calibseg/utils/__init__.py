@@ -1,3 +1,3 @@
-from .run_setup import check_data_paths, iter_dataset_cfgs, load_run_config
-
-__all__ = ['check_data_paths', 'iter_dataset_cfgs', 'load_run_config']
+"""Small shared utilities. This package imports nothing heavy, so the pure core can use
+:mod:`calibseg.utils.validation` and :mod:`calibseg.utils.distributed` without OpenMMLab; the run-config
+helpers (which need mmengine) are imported from :mod:`calibseg.utils.run_setup` explicitly."""

@@ -17,9 +17,9 @@ from mmengine.registry import HOOKS
 from mmengine.runner import Runner
 
 from calibseg.compat import load_trusted_checkpoint, trusted
-from calibseg.utils import load_run_config
+from calibseg.utils.run_setup import load_run_config
 
-CONFIG = osp.join(ROOT, 'configs', 'gamma_net', 'fcn_r18-os16_gamma-net_600it_demo-voc12aug-96x96.py')
+CONFIG = osp.join(ROOT, 'configs', 'gamma_net', 'fcn_r18-d16_gamma-net_1xb8-600it_demo-voc12aug-96x96.py')
 
 
 def gamma_run_options(voc_root: str, *, max_iters: int, held_out: int = 4, checkpoint_interval: int = 2,

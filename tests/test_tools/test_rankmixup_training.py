@@ -15,9 +15,9 @@ from calibseg_testing import ROOT, as_cli_options, tiny_run_options
 from mmengine.runner import Runner
 
 from calibseg.functional.mixup import draw_mixup
-from calibseg.utils import load_run_config
+from calibseg.utils.run_setup import load_run_config
 
-CONFIG = osp.join(ROOT, 'configs', 'rankmixup', 'fcn_r18-os16_rankmixup-{}_600it_demo-voc12aug-96x96.py')
+CONFIG = osp.join(ROOT, 'configs', 'rankmixup', 'fcn_r18-d16_rankmixup-{}_1xb8-600it_demo-voc12aug-96x96.py')
 BATCH = 2  # tiny_run_options' batch per process
 
 
