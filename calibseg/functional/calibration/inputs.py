@@ -9,10 +9,14 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ['INPUT_TYPES', 'check_input_type', 'iter_multiclass_blocks', 'iter_binary_chunks',
-           'valid_columns', 'check_labels', 'check_values', 'values_ok']
+__all__ = ['INPUT_TYPES', 'PROB_SUM_ATOL', 'check_input_type', 'iter_multiclass_blocks', 'iter_binary_chunks',
+           'valid_columns', 'check_labels', 'check_values', 'check_prob_sums', 'prob_sum_tolerance', 'values_ok']
 
 INPUT_TYPES = ('logits', 'probs')
+#: largest accepted ``|Σ_k p_k - 1|`` of a pixel's class probabilities (``input_type='probs'``), by input dtype:
+#: float32/float64 rows that a softmax or an average of softmaxes produced are within ``K · 1.2e-7``; float16 and
+#: bfloat16 round every entry by up to ``2^-11`` / ``2^-8`` relative
+PROB_SUM_ATOL = {torch.float64: 1e-3, torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
 def _prefix(name: Optional[str]) -> str:
@@ -130,6 +134,31 @@ def values_ok(x: Tensor, input_type: str) -> bool:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return False
     return input_type != 'probs' or (lo >= 0.0 and hi <= 1.0)
+
+
+def prob_sum_tolerance(dtype: torch.dtype) -> float:
+    """The documented tolerance :data:`PROB_SUM_ATOL` of a probability dtype."""
+    return PROB_SUM_ATOL.get(dtype, 1e-3)
+
+
+def check_prob_sums(p: Tensor, name: Optional[str], *, dim: int = 0) -> None:
+    """Multi-class probabilities must sum to 1 over ``dim`` (within :data:`PROB_SUM_ATOL`) at every pixel.
+
+    Rows that do not (unnormalised scores, a sigmoid head, a missing class channel) would give silently wrong
+    confidences, NLL and Brier; the error names the worst pixel's sum and the tolerance.
+    """
+    if p.numel() == 0:
+        return
+    tol = prob_sum_tolerance(p.dtype)
+    sums = p.sum(dim, dtype=torch.float64)
+    dev = (sums - 1.0).abs()
+    worst = int(dev.argmax())
+    if float(dev[worst]) > tol:
+        n_bad = int((dev > tol).sum())
+        raise ValueError(f"{_prefix(name)}input_type='probs' but the class probabilities of {n_bad} of "
+                         f'{sums.numel()} evaluated pixels do not sum to 1 (worst sum {float(sums[worst])!r}; '
+                         f'tolerance {tol} for {p.dtype}); normalise them, or pass logits with '
+                         f"input_type='logits'")
 
 
 def check_values(x: Tensor, input_type: str, name: Optional[str]) -> None:

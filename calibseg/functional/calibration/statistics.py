@@ -9,7 +9,7 @@ For every evaluated pixel ``i`` (ignored pixels dropped) with probabilities ``p_
   ``sum_correct[j] = Σ a_i``;
 * class-wise, per class ``k`` and fine cell ``j`` (over *all* pixels): ``cw_count[k, j] = #{i: p_{i,k} in j}``,
   ``cw_sum_prob[k, j] = Σ p_{i,k}``, ``cw_sum_label[k, j] = Σ 1[y_i = k]``;
-* scalars: ``N``, ``Σ NLL_i``, ``Σ Brier_i``, ``Σ a_i``, ``Σ c_i``, ``Σ c_i^2``.
+* scalars: ``N``, ``Σ NLL_i``, ``Σ Brier_i``, ``Σ a_i``, ``Σ c_i``, ``Σ c_i^2``, ``Σ a_i c_i``, ``Σ a_i c_i^2``.
 
 Everything lives in one flat float64 vector (:meth:`~CalibrationStatistics.to_tensor`), so statistics merge by
 addition (``a + b``, ``all_reduce(SUM)``). Nothing per pixel is kept after :meth:`~CalibrationStatistics.update`.
@@ -39,6 +39,7 @@ from .grid import DEFAULT_GRID, CalibrationGrid
 from .inputs import (
     check_input_type,
     check_labels,
+    check_prob_sums,
     check_values,
     iter_binary_chunks,
     iter_multiclass_blocks,
@@ -50,7 +51,8 @@ from .parallel import ChunkRunner
 __all__ = ['CalibrationStatistics', 'BinaryCalibrationStatistics', 'SCALARS']
 
 #: names of the scalar statistics, in the order in which they open the flat state vector
-SCALARS = ('num_pixels', 'sum_nll', 'sum_brier', 'sum_correct', 'sum_conf', 'sum_conf_sq')
+SCALARS = ('num_pixels', 'sum_nll', 'sum_brier', 'sum_correct', 'sum_conf', 'sum_conf_sq', 'sum_correct_conf',
+           'sum_correct_conf_sq')
 _PROB_TINY = torch.finfo(torch.float32).tiny
 _NLL_SWITCH = 1e-30  # below this p_y (float32), the NLL of logits is taken from the logits themselves
 
@@ -187,8 +189,9 @@ class CalibrationStatistics:
             ``self``.
 
         Raises:
-            ValueError: on a shape mismatch, NaN/inf inputs, probabilities outside ``[0, 1]`` or labels
-                outside ``[0, K)``; the state is then unchanged.
+            ValueError: on a shape mismatch, NaN/inf inputs, probabilities outside ``[0, 1]`` or whose classes
+                do not sum to 1 (within ``inputs.PROB_SUM_ATOL``), or labels outside ``[0, K)``; the state is
+                then unchanged.
         """
         with torch.no_grad():
             blocks = iter_multiclass_blocks(inputs, labels, self.num_classes, self.chunk_size, name)
@@ -220,6 +223,8 @@ class CalibrationStatistics:
         check_labels(y, self.num_classes, self.ignore_index, name)
         if not checked:
             check_values(x, self.input_type, name)
+        if self.input_type == 'probs':
+            check_prob_sums(x, name)
         return self._accumulate_multiclass(x, p, y, acc, workspace)
 
     def _commit(self, acc: Optional[Tensor]) -> None:
@@ -279,8 +284,9 @@ class CalibrationStatistics:
             fine_top = grid.index_and_double(conf)[0]
         # scalars
         acc[0] += n_pix
+        conf_ok = conf64 * correct  # the correct pixels' confidences (KDE-ECE's bandwidth)
         acc[1:s] += torch.stack([nll.sum(), brier.sum(), correct.sum().double(), conf64.sum(),
-                                 conf64.square().sum()])
+                                 conf64.square().sum(), conf_ok.sum(), conf_ok.square().sum()])
         # top-label: one bincount over (cell, correct)
         top = torch.bincount(torch.add(fine_top, correct, alpha=n), minlength=2 * n)
         acc[s:s + n] += top[:n] + top[n:]

@@ -61,3 +61,32 @@ def test_values_ok_and_valid_columns():
     assert valid_columns(torch.tensor([255]), 255, exclude_background=False).numel() == 0
     with pytest.raises(ValueError, match='input_type'):
         check_input_type('probabilities')
+
+
+def test_probabilities_that_do_not_sum_to_one_are_refused():
+    from calibseg.functional.calibration import CalibrationStatistics
+    from calibseg.functional.calibration.inputs import PROB_SUM_ATOL, check_prob_sums
+
+    p = torch.tensor([[0.7, 0.2, 0.1], [0.5, 0.5, 0.5], [0.2, 0.3, 0.5]])  # pixel 1 sums to 1.5 (issue 17)
+    y = torch.tensor([0, 1, 2])
+    stats = CalibrationStatistics(3, input_type='probs')
+    with pytest.raises(ValueError, match=r'1 of 3 evaluated pixels do not sum to 1 \(worst sum 1\.5'):
+        stats.update(p, y, name='img7')
+    with pytest.raises(ValueError, match='img7: '):
+        stats.update(p, y, name='img7')
+    assert stats.num_pixels == 0  # refused before anything was added
+    # only evaluated pixels are checked: the same pixel ignored passes
+    stats.update(p, torch.tensor([0, 255, 2]))
+    assert stats.num_pixels == 2
+    # within the documented tolerance (float32 / float64 rounding of a softmax) is accepted, beyond it is not
+    tol = PROB_SUM_ATOL[torch.float32]
+    ok = torch.tensor([[0.6 + 0.9 * tol, 0.4]], dtype=torch.float64)
+    check_prob_sums(ok.t(), None)
+    with pytest.raises(ValueError, match='tolerance 0.001'):
+        check_prob_sums(torch.tensor([[0.6 + 1.1 * tol, 0.4]], dtype=torch.float64).t(), None)
+    # half precision rounds each entry: its tolerance is wider
+    half = torch.softmax(torch.randn(50, 21), 1).to(torch.bfloat16)
+    CalibrationStatistics(21, input_type='probs').update(half, torch.randint(0, 21, (50,)))
+    # one-channel maps have no class sum to check
+    from calibseg.functional.calibration import BinaryCalibrationStatistics
+    BinaryCalibrationStatistics(input_type='probs').update(torch.tensor([0.9, 0.2]), torch.tensor([1, 0]))
