@@ -14,9 +14,17 @@ from calibseg.functional.calibration import (
     smece,
     smooth_ece,
 )
-from calibseg.functional.calibration.kernel import cell_points
+from calibseg.functional.calibration.kernel import (
+    KDE_NODES,
+    KDE_RANGE,
+    cell_points,
+    kdece_bound,
+    kdece_gaussian,
+    kdece_points,
+    triweight_weights,
+)
 
-# grid error of the kernel estimators (cells replace pixels; node grid): observed <= 2e-6, tested at 5e-5
+# grid error of the Gaussian kernel estimators (cells replace pixels; node grid): observed <= 2e-6, tested at 5e-5
 TOL = 5e-5
 
 
@@ -31,10 +39,69 @@ def case(request, oracle):
     return s, conf, cor
 
 
-def test_kdece(case, oracle):
+def test_kdece_gaussian_variant(case, oracle):
     s, conf, cor = case
-    assert kde_bandwidth(s) == pytest.approx(1.06 * np.std(conf) * len(conf) ** -0.2, rel=1e-9)
-    assert kdece(s) == pytest.approx(oracle.kdece(conf, cor), abs=TOL)
+    assert kdece_gaussian(s) == pytest.approx(oracle.kdece_gaussian(conf, cor), abs=TOL)
+
+
+def test_kdece_bandwidth_is_the_reference_rule(case):
+    s, conf, cor = case
+    want = np.std(conf[cor == 1]) * (2 * len(conf)) ** -0.2  # correct pixels only, N counts all pixels
+    assert kde_bandwidth(s) == pytest.approx(want, rel=1e-9)
+
+
+def test_kdece_points_match_the_reference_reading(case, oracle):
+    # exact data (pixels, no grid): Zhang et al.'s estimator to 1e-6 relative
+    _, conf, cor = case
+    got = kdece_points(torch.from_numpy(conf), torch.ones(len(conf), dtype=torch.float64), torch.from_numpy(cor))
+    want = oracle.kdece(conf, cor)
+    assert got == pytest.approx(want, rel=1e-6)
+    assert kdece_points(torch.from_numpy(conf), torch.ones(len(conf), dtype=torch.float64), torch.from_numpy(cor),
+                        bandwidth=0.03) == pytest.approx(oracle.kdece(conf, cor, bandwidth=0.03), rel=1e-6)
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_kdece_exact_cells_match_the_reference_reading(oracle, seed):
+    # one confidence value per fine cell (several pixels each): the statistics are exact, so is KDECE
+    rng = np.random.default_rng(seed)
+    cells = rng.choice(np.arange(1600, 2999), size=300, replace=False)
+    values = (cells + 0.5) / 3000.0
+    conf = np.repeat(values, rng.integers(1, 6, size=len(values)))
+    cor = (rng.random(len(conf)) < conf ** 2).astype(np.float64)
+    p = torch.from_numpy(np.stack([conf, 1.0 - conf], 1))
+    s = CalibrationStatistics(2, input_type='probs', classwise=False).update(p, torch.from_numpy(1 - cor).long())
+    want = oracle.kdece(conf, cor)
+    assert kdece(s) == pytest.approx(want, rel=1e-6)
+    assert abs(kdece(s) - want) <= kdece_bound(s)
+
+
+def test_kdece_streamed_within_its_bound(case, oracle):
+    s, conf, cor = case
+    want = oracle.kdece(conf, cor)
+    got, bound = kdece(s), kdece_bound(s)
+    assert abs(got - want) <= bound
+    assert abs(got - want) <= 1e-3 * want  # the bound is a worst case; real data lie far inside it
+
+
+def test_triweight_kernel_is_a_density_of_std_h():
+    spacing = (KDE_RANGE[1] - KDE_RANGE[0]) / (KDE_NODES - 1)
+    for h in (0.003, 0.02, 0.1):
+        w = triweight_weights(h, spacing).numpy()
+        d = (np.arange(len(w)) - (len(w) - 1) // 2) * spacing
+        assert w.sum() * spacing == pytest.approx(1.0, rel=1e-4)
+        assert np.sqrt((w * d * d).sum() * spacing) == pytest.approx(h, rel=1e-3)
+        assert (np.abs(d) <= 3 * h).all() and w.min() >= 0.0  # support |d| < 3h
+
+
+def test_kdece_undefined_cases_are_nan():
+    # no correct pixel, or every correct pixel at one confidence: the reference bandwidth is 0 or undefined
+    p = torch.tensor([[0.8, 0.2], [0.6, 0.4], [0.7, 0.3]]).double()
+    none_right = CalibrationStatistics(2, input_type='probs', classwise=False).update(p, torch.ones(3).long())
+    assert math.isnan(kdece(none_right)) and math.isnan(kde_bandwidth(none_right))
+    one_value = CalibrationStatistics(2, input_type='probs', classwise=False).update(p, torch.tensor([0, 1, 1]))
+    assert kde_bandwidth(one_value) == 0.0 and math.isnan(kdece(one_value))
+    assert math.isnan(calibration_metrics(one_value, metrics=['KDECE'])['KDECE'])
+    assert math.isfinite(kdece(one_value, bandwidth=0.05))
 
 
 def test_mmce(case, oracle):
@@ -97,6 +164,9 @@ def test_single_confidence_value():
     y = (torch.arange(1000) % 2).long()
     s = CalibrationStatistics(2, input_type='probs', classwise=False).update(p, y)
     m = calibration_metrics(s, metrics=['ECE', 'KDECE', 'SECE', 'MMCE', 'KSCE'])
-    for key in ('ECE', 'KDECE', 'SECE', 'MMCE', 'KSCE'):
+    for key in ('ECE', 'SECE', 'MMCE', 'KSCE'):
         assert m[key] == pytest.approx(30.0, abs=0.05), key
+    assert math.isnan(m['KDECE'])  # Zhang et al.'s bandwidth is 0 here: undefined (see test_kdece_undefined_cases)
+    assert 100 * kdece(s, bandwidth=0.01) == pytest.approx(30.0, abs=0.05)
+    assert 100 * kdece_gaussian(s) == pytest.approx(30.0, abs=0.05)
     assert math.isfinite(smece(s))
