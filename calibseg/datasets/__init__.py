@@ -8,10 +8,10 @@ from .saliency import (
     SaliencyDataset,
     SODDataset,
 )
-from .transforms import CheckLabelRange, LoadBinaryAnnotations
+from .transforms import CheckLabelRange, CorruptImage, LoadBinaryAnnotations
 
 __all__ = [
-    'HeldOutSplit', 'held_out_indices', 'CheckLabelRange', 'LoadBinaryAnnotations',
+    'HeldOutSplit', 'held_out_indices', 'CheckLabelRange', 'CorruptImage', 'LoadBinaryAnnotations',
     'SaliencyDataset', 'DUTSDataset', 'ECSSDDataset', 'HKUISDataset',
     'PASCALSDataset', 'DUTOMRONDataset', 'SODDataset'
 ]

@@ -1,4 +1,5 @@
 from .check_label_range import CheckLabelRange
+from .corrupt_image import CorruptImage
 from .load_binary_annotations import LoadBinaryAnnotations
 
-__all__ = ['CheckLabelRange', 'LoadBinaryAnnotations']
+__all__ = ['CheckLabelRange', 'CorruptImage', 'LoadBinaryAnnotations']
