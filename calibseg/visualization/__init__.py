@@ -1,3 +1,3 @@
-from .reliability import plot_classwise_reliability, plot_reliability_diagram
+from .reliability import plot_classwise_reliability, plot_distance_bands, plot_reliability_diagram
 
-__all__ = ['plot_classwise_reliability', 'plot_reliability_diagram']
+__all__ = ['plot_classwise_reliability', 'plot_distance_bands', 'plot_reliability_diagram']

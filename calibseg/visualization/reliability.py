@@ -3,14 +3,15 @@
 The input is the per-bin record written by :class:`calibseg.engine.hooks.ReliabilityDiagramHook`:
 ``{'edges': [B+1 floats], 'count': [B], 'confidence': [B], 'accuracy': [B]}`` where ``confidence`` and
 ``accuracy`` are the mean confidence and the accuracy (or the frequency of the class, for a classwise record)
-of each bin, ``None`` for empty bins.
+of each bin, ``None`` for empty bins. :func:`plot_distance_bands` draws the ``distance_bands`` record of the
+same file (calibration against the distance to the nearest label boundary).
 """
 from __future__ import annotations
 
 import math
 from typing import Dict, Mapping, Optional, Sequence
 
-__all__ = ['plot_reliability_diagram', 'plot_classwise_reliability']
+__all__ = ['plot_reliability_diagram', 'plot_classwise_reliability', 'plot_distance_bands', 'band_labels']
 
 
 def _validate(record: Mapping) -> None:
@@ -107,5 +108,71 @@ def plot_classwise_reliability(records: Dict[str, Mapping], path: str, *, title:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def band_labels(lower: Sequence[Optional[float]], upper: Sequence[Optional[float]]) -> list:
+    """Tick labels of distance bands: ``'≤2'``, ``'2–5'``, ``'>5'`` (edges in pixels).
+
+    Example:
+        >>> band_labels([None, 2.0, 5.0], [2.0, 5.0, None])
+        ['≤2', '2–5', '>5']
+    """
+    def fmt(v: float) -> str:
+        return f'{v:g}'
+
+    out = []
+    for lo, hi in zip(lower, upper):
+        out.append(f'≤{fmt(hi)}' if lo is None else f'>{fmt(lo)}' if hi is None else f'{fmt(lo)}–{fmt(hi)}')
+    return out
+
+
+def plot_distance_bands(record: Mapping, path: str, *, title: str = '') -> str:
+    """Draw ECE, accuracy and mean confidence (percent) per distance band, with the pixel share per band.
+
+    Args:
+        record: ``{'lower': [...], 'upper': [...], 'count': [...], 'ECE': [...], 'accuracy': [...],
+            'confidence': [...]}`` (one entry per band, ``None`` for the first lower / last upper edge and for the
+            values of empty bands), as the calibration metrics publish it under ``distance_bands``.
+        path: output PNG.
+        title: figure title.
+
+    Returns:
+        ``path``.
+    """
+    missing = [k for k in ('lower', 'upper', 'count', 'ECE', 'accuracy', 'confidence') if k not in record]
+    if missing:
+        raise KeyError(f'distance-band record lacks {missing}')
+    n = len(record['count'])
+    if n == 0 or any(len(record[k]) != n for k in ('lower', 'upper', 'ECE', 'accuracy', 'confidence')):
+        raise ValueError('distance-band record: every list must have one entry per band (at least one band)')
+    import matplotlib
+
+    matplotlib.use('Agg', force=False)
+    import matplotlib.pyplot as plt
+
+    xs = list(range(n))
+    nan = float('nan')
+
+    def values(key: str) -> list:
+        return [nan if v is None else v for v in record[key]]
+
+    fig, (ax, share) = plt.subplots(2, 1, figsize=(5.0, 5.0), sharex=True, gridspec_kw=dict(height_ratios=[3, 1]))
+    ax.plot(xs, values('ECE'), 'o-', color='#d9534f', label='ECE_15')
+    ax.plot(xs, values('accuracy'), 's-', color='#3b6ea8', label='accuracy')
+    ax.plot(xs, values('confidence'), '^--', color='#5a9e6f', label='mean confidence')
+    ax.set_ylabel('percent')
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, loc='center right')
+    ax.set_title(title, fontsize=9)
+    total = max(sum(record['count']), 1)
+    share.bar(xs, [100.0 * c / total for c in record['count']], color='#777777')
+    share.set_ylabel('% pixels')
+    share.set_xticks(xs)
+    share.set_xticklabels(band_labels(record['lower'], record['upper']), fontsize=8)
+    share.set_xlabel('distance to the nearest label boundary (px)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

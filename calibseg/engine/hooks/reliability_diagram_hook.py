@@ -11,11 +11,11 @@ from mmengine.hooks import Hook
 from mmengine.logging import MessageHub, print_log
 from mmseg.registry import HOOKS
 
-from ...visualization import plot_classwise_reliability, plot_reliability_diagram
+from ...evaluation.message_keys import RELIABILITY_INFO_PREFIX
+from ...visualization import plot_classwise_reliability, plot_distance_bands, plot_reliability_diagram
 
 # calibseg's calibration metrics publish their merged per-bin statistics in the message hub's runtime info
-# under this prefix (one key per metric instance): ``after_val_epoch`` only receives scalars.
-RELIABILITY_INFO_PREFIX = 'calibseg/reliability/'
+# under RELIABILITY_INFO_PREFIX (one key per metric instance): ``after_val_epoch`` only receives scalars.
 
 __all__ = ['ReliabilityDiagramHook', 'RELIABILITY_INFO_PREFIX']
 
@@ -30,7 +30,9 @@ class ReliabilityDiagramHook(Hook):
     * ``{mode}_{step}_{metric}.json``: per-bin counts, mean confidence and accuracy (top-label; per class when
       the metric collects classwise statistics), the headline scalars and the aggregation;
     * ``{mode}_{step}_{metric}.png``: the top-label reliability diagram with the confidence histogram;
-    * ``{mode}_{step}_{metric}_classwise.png`` when ``classwise=True``.
+    * ``{mode}_{step}_{metric}_classwise.png`` when ``classwise=True``;
+    * ``{mode}_{step}_{metric}_distance.png`` when the metric has ``distance_bands``: ECE_15, accuracy and mean
+      confidence per band of distance to the nearest label boundary (the bands are in the JSON file too).
 
     The diagram also goes to the visualizer backends as an image and the headline calibration scalars under
     ``calibration/`` (so TensorBoard shows them when its backend is enabled). ``tools/plot_reliability.py``
@@ -79,6 +81,9 @@ class ReliabilityDiagramHook(Hook):
                 if self.classwise and record.get('classwise'):
                     plot_classwise_reliability(record['classwise'], stem + '_classwise.png', title=title,
                                                max_classes=self.max_classes)
+                if record.get('distance_bands'):
+                    curve = plot_distance_bands(record['distance_bands'], stem + '_distance.png', title=title)
+                    print_log(f'calibration against boundary distance: {curve}', logger='current')
                 self._to_visualizer(runner, mode, name, png, scalars, step)
                 print_log(f'reliability diagram: {png}', logger='current')
 

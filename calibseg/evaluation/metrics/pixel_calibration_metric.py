@@ -1,15 +1,15 @@
 """Per-pixel calibration metrics for mmseg's val/test loops, exact and in bounded memory on 1 or N processes."""
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MessageHub, print_log
 from mmseg.registry import METRICS
 
-from ...engine.hooks.reliability_diagram_hook import RELIABILITY_INFO_PREFIX
 from ...functional.calibration import (
     DEFAULT_BINS,
     DEFAULT_GRID,
@@ -20,12 +20,19 @@ from ...functional.calibration import (
     classwise_table,
     reliability_bins,
 )
+from ...functional.calibration.spatial import SpatialCalibrationStatistics, band_values
 from ...utils.distributed import sum_across_ranks
+from ..message_keys import RELIABILITY_INFO_PREFIX
 from .stream_state import PaddingAwareAccumulator
 
 __all__ = ['PixelCalibrationMetric', 'BinaryCalibrationMetric']
 
 AGGREGATIONS = ('pooled', 'per_image')
+#: families of the default (headline) keys; ``metrics='all'`` computes every family at every bin count
+HEADLINE_FAMILIES = ('ECE', 'ECE_em', 'cwCE', 'MCE', 'OE', 'UE', 'smECE', 'NLL', 'Brier', 'AUROC', 'FPR95', 'Acc')
+SPATIAL_BINS = 15
+BOUNDARY_KEYS = (f'boundary_ECE_{SPATIAL_BINS}', 'boundary_Acc', 'boundary_frac', f'interior_ECE_{SPATIAL_BINS}',
+                 'interior_Acc')
 
 
 class _CalibrationMetricBase(BaseMetric):
@@ -40,11 +47,18 @@ class _CalibrationMetricBase(BaseMetric):
     headline_bins = 15
 
     def __init__(self, *, ignore_index: int = 255, bins: Sequence[int] = DEFAULT_BINS,
-                 aggregation: str = 'pooled', metrics: Optional[Sequence[str]] = None, input_type: str = 'logits',
-                 reliability_bins: int = 15, collect_device: str = 'cpu', prefix: Optional[str] = None) -> None:
+                 aggregation: str = 'pooled', metrics: Union[None, str, Sequence[str]] = None,
+                 input_type: str = 'logits', reliability_bins: int = 15, boundary_width: Optional[float] = None,
+                 distance_bands: Optional[Sequence[float]] = None, collect_device: str = 'cpu',
+                 prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         if aggregation not in AGGREGATIONS:
             raise ValueError(f'aggregation must be one of {AGGREGATIONS}, got {aggregation!r}')
+        if isinstance(metrics, str) and metrics != 'all':
+            raise ValueError(f"metrics must be None (headline keys), 'all' or a list of families, got {metrics!r}")
+        self.metrics_mode = 'headline' if metrics is None else 'all' if metrics == 'all' else 'families'
+        metrics = None if self.metrics_mode != 'families' else list(metrics)
+        self.boundary_width, self.distance_bands = _check_spatial(boundary_width, distance_bands, aggregation)
         bins = tuple(int(b) for b in bins)
         base = DEFAULT_GRID.base_cells
         if not bins or any(b < 1 or base % b for b in bins):
@@ -63,6 +77,8 @@ class _CalibrationMetricBase(BaseMetric):
         self._accumulator = PaddingAwareAccumulator(self._add)
         self._keys: Optional[List[str]] = None
         self._new_statistics(num_classes=3)  # fail now, not after the first val epoch, on a bad input_type
+        self._spatial_edges = sorted(set(([self.boundary_width] if self.boundary_width is not None else [])
+                                         + list(self.distance_bands or ())))
 
     # ------------------------------------------------------------------ hooks for subclasses
     def _new_statistics(self, num_classes: int) -> CalibrationStatistics:
@@ -81,6 +97,15 @@ class _CalibrationMetricBase(BaseMetric):
     def _num_classes(self) -> int:
         raise NotImplementedError
 
+    def _new_spatial(self, num_classes: int) -> Optional[SpatialCalibrationStatistics]:
+        """Distance-band statistics when ``boundary_width`` or ``distance_bands`` is set, else ``None``."""
+        if not self._spatial_edges:
+            return None
+        return SpatialCalibrationStatistics(
+            self._spatial_edges, num_classes=num_classes, input_type=self.input_type, binary=self.binary,
+            threshold=getattr(self, 'threshold', 0.5), ignore_index=self.ignore_index,
+            exclude_background=getattr(self, 'exclude_background', False), n_bins=SPATIAL_BINS)
+
     def _class_names(self) -> List[str]:
         classes = (self.dataset_meta or {}).get('classes')
         return list(classes) if classes else [str(k) for k in range(self._num_classes())]
@@ -88,15 +113,28 @@ class _CalibrationMetricBase(BaseMetric):
     # ------------------------------------------------------------------ statistics
     @staticmethod
     def _add(total, sample):
-        """Sum statistics objects (pooled) or per-image value vectors (per_image); ``None`` adds nothing."""
+        """Sum ``(statistics, spatial statistics or None)`` pairs (pooled) or per-image value vectors
+        (per_image); ``None`` adds nothing."""
         if sample is None:
             return total
         if total is None:
             return sample
-        return total.merge(sample) if isinstance(total, CalibrationStatistics) else total + sample
+        if isinstance(total, tuple):
+            return tuple(t.merge(s) if t is not None else None for t, s in zip(total, sample))
+        return total + sample
 
     def _compute(self, stats: CalibrationStatistics) -> Dict[str, float]:
+        if self.metrics_mode == 'headline':
+            b = self.headline_bins
+            values = calibration_metrics(stats, metrics=HEADLINE_FAMILIES, bins=(b,))
+            return {k: values[k] for k in self.headline_keys()}
         return calibration_metrics(stats, metrics=self.metric_families, bins=self.bins)
+
+    def headline_keys(self) -> Tuple[str, ...]:
+        """The default result keys (before the spatial ones), in order."""
+        b = self.headline_bins
+        return ('ECE', f'ECE_em_{b}', f'cwCE_{b}', f'MCE_{b}', f'OE_{b}', f'UE_{b}', 'smECE', 'NLL', 'Brier',
+                'AUROC', 'FPR95', 'Acc')
 
     def _result_keys(self) -> List[str]:
         """The result keys, in order, whatever the data (computed once on two synthetic pixels)."""
@@ -114,12 +152,16 @@ class _CalibrationMetricBase(BaseMetric):
         """Reduce each sample's ``seg_logits`` and ``gt_sem_seg`` to statistics (no per-pixel state kept)."""
         for data_sample in data_samples:
             inputs, labels = self._sample_tensors(data_sample)
+            name = data_sample.get('img_path', None)
             stats = self._new_statistics(self._num_classes())
-            stats.update(inputs, labels, name=data_sample.get('img_path', None))
+            stats.update(inputs, labels, name=name)
             if self.aggregation == 'per_image':
                 self._accumulator.push(self._per_image_record(stats))
             else:
-                self._accumulator.push(stats)
+                spatial = self._new_spatial(self._num_classes())
+                if spatial is not None:
+                    spatial.update(inputs, labels, name=name)
+                self._accumulator.push((stats, spatial))
         # mmengine warns when `results` stays empty; one marker per batch keeps it quiet at no cost
         self.results.append(None)
 
@@ -148,15 +190,42 @@ class _CalibrationMetricBase(BaseMetric):
             metrics = {f'{self.prefix}/{k}': v for k, v in metrics.items()}
         return metrics
 
-    def _evaluate_pooled(self, total: Optional[CalibrationStatistics]) -> Dict[str, float]:
-        stats = total if total is not None else self._new_statistics(self._num_classes())
-        stats = stats.from_tensor(sum_across_ranks(stats.to_tensor()))
+    def _evaluate_pooled(self, total: Optional[tuple]) -> Dict[str, float]:
+        k = self._num_classes()
+        stats, spatial = total if total is not None else (self._new_statistics(k), self._new_spatial(k))
+        parts = [stats.to_tensor()] + ([spatial.to_tensor()] if spatial is not None else [])
+        merged = sum_across_ranks(torch.cat(parts))  # one collective for both
+        stats = stats.from_tensor(merged[:stats.state_size])
+        if spatial is not None:
+            spatial = spatial.from_tensor(merged[stats.state_size:])
         if stats.num_pixels == 0:
             raise ValueError(f'{type(self).__name__}: no valid pixel in the whole evaluation (every label is '
                              f'ignore_index={self.ignore_index}, or nothing was processed)')
         metrics = self._compute(stats)
-        self._publish(stats, metrics)
+        if spatial is not None and self.boundary_width is not None:
+            metrics.update(self._boundary_metrics(spatial))
+        self._publish(stats, metrics, spatial)
         return metrics
+
+    def _boundary_metrics(self, spatial: SpatialCalibrationStatistics) -> Dict[str, float]:
+        """``boundary_*`` (distance <= w) and ``interior_*`` keys; NaN (with a warning) for an empty side."""
+        w = self.boundary_width
+        inner, outer = spatial.collapse([w])
+        total = float(spatial.band_counts().sum())
+        out: Dict[str, float] = {}
+        for side, band in (('boundary', inner), ('interior', outer)):
+            values = band_values(band)
+            if values['ECE'] is None:
+                reason = (f'no evaluated pixel lies within boundary_width={w} px of a label boundary (no label map '
+                          'has a boundary pixel near an evaluated one)' if side == 'boundary' else
+                          f'every evaluated pixel lies within boundary_width={w} px of a label boundary')
+                print_log(f'{type(self).__name__}: {reason}; {side}_ECE_{SPATIAL_BINS} and {side}_Acc are NaN',
+                          logger='current', level=logging.WARNING)
+            out[f'{side}_ECE_{SPATIAL_BINS}'] = math.nan if values['ECE'] is None else values['ECE']
+            out[f'{side}_Acc'] = math.nan if values['accuracy'] is None else values['accuracy']
+            if side == 'boundary':
+                out['boundary_frac'] = 100.0 * float(band[0].sum()) / total
+        return {k: out[k] for k in BOUNDARY_KEYS}
 
     def _evaluate_per_image(self, total: Optional[torch.Tensor]) -> Dict[str, float]:
         keys = self._result_keys()
@@ -168,7 +237,8 @@ class _CalibrationMetricBase(BaseMetric):
             raise ValueError(f'{type(self).__name__}: no image with a valid pixel in the whole evaluation')
         return {k: float(v) for k, v in zip(keys, (vector[1:] / vector[0]).tolist())}
 
-    def _publish(self, stats: CalibrationStatistics, metrics: Dict[str, float]) -> None:
+    def _publish(self, stats: CalibrationStatistics, metrics: Dict[str, float],
+                 spatial: Optional[SpatialCalibrationStatistics] = None) -> None:
         """Log the per-class table and hand per-bin statistics to ReliabilityDiagramHook via the MessageHub."""
         names = self._class_names()
         per_class = reliability_bins(stats, self.reliability_bins, classwise=True) if stats.classwise else None
@@ -183,7 +253,9 @@ class _CalibrationMetricBase(BaseMetric):
             top_label=_bin_record(reliability_bins(stats, self.reliability_bins)),
             classwise=({name: _bin_record(per_class, row=i) for i, name in enumerate(names)}
                        if per_class is not None else None),
-            scalars={k: metrics[k] for k in self._headline_keys() if k in metrics},
+            scalars={k: metrics[k] for k in self._diagram_keys() if k in metrics},
+            distance_bands=(spatial.band_table(self.distance_bands)
+                            if spatial is not None and self.distance_bands else None),
         )
         name = type(self).__name__ + (f'_{self.prefix}' if self.prefix else '')
         MessageHub.get_current_instance().update_info(RELIABILITY_INFO_PREFIX + name, record)
@@ -199,7 +271,8 @@ class _CalibrationMetricBase(BaseMetric):
                          'yes' if table['in_average'][k] else 'no'])
         return out.get_string()
 
-    def _headline_keys(self) -> Sequence[str]:
+    def _diagram_keys(self) -> Sequence[str]:
+        """The scalars printed on the reliability diagram."""
         b = self.headline_bins
         return ('ECE', f'ECE_em_{b}', f'cwCE_{b}', f'MCE_{b}', f'OE_{b}', 'NLL', 'Brier', 'Acc')
 
@@ -208,33 +281,56 @@ class _CalibrationMetricBase(BaseMetric):
 class PixelCalibrationMetric(_CalibrationMetricBase):
     """Per-pixel calibration of multi-class heads, pooled over every pixel of the dataset (or per image).
 
-    Reads ``seg_logits`` (``(K, H, W)``, logits by default) and ``gt_sem_seg`` of each data sample. Result keys
-    (unrounded; calibration errors and ``Acc`` in percent, ``NLL`` and ``Brier`` raw means): for every ``B`` in
-    ``bins``: ``ECE_{B}``, ``ECE_em_{B}``, ``cwCE_{B}``, ``cwCE_em_{B}``, ``MCE_{B}``; plus ``ECE`` (= ``ECE_15``),
-    ``RMSCE_15``, ``dECE_15``, ``OE_15``, ``UE_15``, ``KSCE``, ``KDECE``, ``MMCE``, ``smECE``, ``SECE``, ``AUROC``,
-    ``AURC``, ``NLL``, ``Brier``, ``Acc``. Definitions: :mod:`calibseg.functional.calibration`.
+    Reads ``seg_logits`` (``(K, H, W)``, logits by default) and ``gt_sem_seg`` of each data sample. Values are
+    unrounded; calibration errors, ``AUROC``, ``FPR95`` and ``Acc`` in percent, ``NLL`` and ``Brier`` raw means.
+
+    * **Default (headline) keys**, 12: ``ECE`` (= ``ECE_15``), ``ECE_em_15``, ``cwCE_15``, ``MCE_15``, ``OE_15``,
+      ``UE_15``, ``smECE``, ``NLL``, ``Brier``, ``AUROC``, ``FPR95``, ``Acc`` (``bins`` does not apply).
+    * ``metrics='all'``: the full grid, for every ``B`` in ``bins``: ``ECE_{B}``, ``ECE_em_{B}``, ``cwCE_{B}``,
+      ``cwCE_em_{B}``, ``MCE_{B}``; plus ``ECE``, ``RMSCE_15``, ``dECE_15``, ``OE_15``, ``UE_15``, ``KSCE``,
+      ``KDECE``, ``MMCE``, ``smECE``, ``SECE``, ``AUROC``, ``AURC``, ``FPR95``, ``AUPR_err``, ``NLL``, ``Brier``,
+      ``Acc``.
+    * ``metrics=['ECE', 'MCE', ...]``: those families (see ``METRIC_FAMILIES``) at every ``B`` in ``bins``.
+    * ``boundary_width=w`` adds ``boundary_ECE_15``, ``boundary_Acc``, ``boundary_frac`` (pixels at distance
+      ``<= w`` from the nearest label boundary; ``boundary_frac`` is their share of the evaluated pixels) and
+      ``interior_ECE_15``, ``interior_Acc`` (distance ``> w``). When every pixel falls on one side, the other
+      side's ECE and accuracy are NaN, with a logged warning (the one exception to "never NaN").
+    * ``distance_bands=(e1, e2, ...)`` collects ECE_15, accuracy, mean confidence and pixel count per band
+      (``d <= e1``, ``e1 < d <= e2``, ..., ``d > e_last``); they go to the hook's JSON record
+      (``distance_bands``) and :class:`~calibseg.engine.ReliabilityDiagramHook` draws the curve.
+
+    Distances follow the contract of :mod:`calibseg.functional.calibration.spatial` (4-connected boundary pixels,
+    exact Euclidean distance; a map without boundary pixels puts all its pixels at infinite distance). Definitions
+    of the other keys: :mod:`calibseg.functional.calibration`.
 
     Args:
         ignore_index: label value of ignored pixels.
-        bins: bin counts of the binned keys.
+        bins: bin counts of the binned keys of ``'all'`` and family lists.
         aggregation: ``'pooled'`` (one histogram over all pixels) or ``'per_image'`` (mean over images of
-            per-image values; images without valid pixels are skipped).
+            per-image values; images without valid pixels are skipped). The distance options need ``'pooled'``.
         exclude_background: drop pixels labelled 0 and leave class 0 out of the class-wise average (the MbLS
             protocol).
-        metrics: key families to compute (e.g. ``['ECE', 'MCE']``); default all.
+        metrics: ``None`` (headline keys), ``'all'`` or a list of key families.
         input_type: ``'logits'`` or ``'probs'`` (what ``seg_logits`` holds).
         reliability_bins: bins of the diagrams that :class:`~calibseg.engine.ReliabilityDiagramHook` draws.
+        boundary_width: ``w`` in pixels of the label map (default off).
+        distance_bands: increasing band edges in pixels (default off).
         collect_device, prefix: as in mmengine's ``BaseMetric``.
+
+    Example:
+        >>> val_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']),
+        ...                  dict(type='PixelCalibrationMetric', boundary_width=2, distance_bands=(0, 2, 5, 10))]
     """
 
     def __init__(self, *, ignore_index: int = 255, bins: Sequence[int] = DEFAULT_BINS, aggregation: str = 'pooled',
-                 exclude_background: bool = False, metrics: Optional[Sequence[str]] = None,
-                 input_type: str = 'logits', reliability_bins: int = 15, collect_device: str = 'cpu',
+                 exclude_background: bool = False, metrics: Union[None, str, Sequence[str]] = None,
+                 input_type: str = 'logits', reliability_bins: int = 15, boundary_width: Optional[float] = None,
+                 distance_bands: Optional[Sequence[float]] = None, collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         self.exclude_background = bool(exclude_background)
         super().__init__(ignore_index=ignore_index, bins=bins, aggregation=aggregation, metrics=metrics,
-                         input_type=input_type, reliability_bins=reliability_bins,
-                         collect_device=collect_device, prefix=prefix)
+                         input_type=input_type, reliability_bins=reliability_bins, boundary_width=boundary_width,
+                         distance_bands=distance_bands, collect_device=collect_device, prefix=prefix)
 
     def _num_classes(self) -> int:
         classes = (self.dataset_meta or {}).get('classes')
@@ -260,12 +356,19 @@ class BinaryCalibrationMetric(_CalibrationMetricBase):
     Reads ``seg_logits`` (``(1, H, W)``): mmseg stores *sigmoid probabilities* there for one-channel heads, so
     ``input_type='probs'`` is the default (``'logits'`` for configs that keep logits). Prediction ``p >= threshold``
     (0.5; mmseg's own default threshold for one-channel heads is 0.3: calibseg's binary configs set 0.5),
-    confidence ``max(p, 1 - p)``. Same key family with ``_{B}`` suffixes for every ``B``; the headline ``ECE`` is
-    ``ECE_10`` as in the dense-binary literature, with ``OE_10`` and ``UE_10``. Labels are {0, 1} (masks
-    binarised at load time) with ``ignore_index``.
+    confidence ``max(p, 1 - p)``. The keys of :class:`PixelCalibrationMetric` with 10 bins in the headline set, as
+    in the dense-binary literature: ``ECE`` (= ``ECE_10``), ``ECE_em_10``, ``cwCE_10``, ``MCE_10``, ``OE_10``,
+    ``UE_10``, ``smECE``, ``NLL``, ``Brier``, ``AUROC``, ``FPR95``, ``Acc``; ``metrics='all'`` for the full grid;
+    the distance options as for :class:`PixelCalibrationMetric`.
+
+    Labels are {0, 1} (masks binarised at load time, e.g. by ``LoadBinaryAnnotations``) with ``ignore_index``. A
+    label map whose values are exactly {0, 255} looks like an unconverted 0/255 mask, whose foreground would
+    silently be ignored: it is refused unless ``allow_unconverted_masks=True`` (a converted map with ignored
+    pixels and no foreground looks the same).
 
     Args:
         threshold: foreground decision threshold on ``p``.
+        allow_unconverted_masks: accept label maps with values exactly {0, 255} (255 = ``ignore_index``).
         others: as :class:`PixelCalibrationMetric`.
     """
 
@@ -273,14 +376,17 @@ class BinaryCalibrationMetric(_CalibrationMetricBase):
     headline_bins = 10
 
     def __init__(self, *, ignore_index: int = 255, bins: Sequence[int] = DEFAULT_BINS, aggregation: str = 'pooled',
-                 metrics: Optional[Sequence[str]] = None, input_type: str = 'probs', threshold: float = 0.5,
-                 reliability_bins: int = 10, collect_device: str = 'cpu', prefix: Optional[str] = None) -> None:
+                 metrics: Union[None, str, Sequence[str]] = None, input_type: str = 'probs', threshold: float = 0.5,
+                 reliability_bins: int = 10, boundary_width: Optional[float] = None,
+                 distance_bands: Optional[Sequence[float]] = None, allow_unconverted_masks: bool = False,
+                 collect_device: str = 'cpu', prefix: Optional[str] = None) -> None:
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f'threshold must be in (0, 1), got {threshold}')
         self.threshold = float(threshold)
+        self.allow_unconverted_masks = bool(allow_unconverted_masks)
         super().__init__(ignore_index=ignore_index, bins=bins, aggregation=aggregation, metrics=metrics,
-                         input_type=input_type, reliability_bins=reliability_bins,
-                         collect_device=collect_device, prefix=prefix)
+                         input_type=input_type, reliability_bins=reliability_bins, boundary_width=boundary_width,
+                         distance_bands=distance_bands, collect_device=collect_device, prefix=prefix)
 
     def _num_classes(self) -> int:
         return 2
@@ -301,7 +407,43 @@ class BinaryCalibrationMetric(_CalibrationMetricBase):
                                  f'{tuple(probs.shape)} in {data_sample.get("img_path", "a sample")}; use '
                                  'PixelCalibrationMetric for multi-class heads')
             probs = probs[0]
+        if not self.allow_unconverted_masks and self.ignore_index == 255 and _looks_unconverted(labels):
+            raise ValueError(f'BinaryCalibrationMetric: the label map of {data_sample.get("img_path", "a sample")} '
+                             'holds only the values 0 and 255: an unconverted 0/255 mask, whose foreground (255) '
+                             'would be ignored as ignore_index=255. Binarise masks at load time with '
+                             "dict(type='LoadBinaryAnnotations') in the pipeline (labels 0/1), or pass "
+                             'allow_unconverted_masks=True if 255 really marks ignored pixels here')
         return probs, labels
+
+
+def _looks_unconverted(labels: torch.Tensor) -> bool:
+    """True when a label map holds exactly the values {0, 255} (no 1): an unconverted 0/255 mask."""
+    high = labels == 255
+    if not bool(high.any()):
+        return False
+    low = labels == 0
+    return bool(low.any()) and bool((low | high).all())
+
+
+def _check_spatial(boundary_width, distance_bands, aggregation: str):
+    """Validated ``(boundary_width, distance_bands)`` options (``None`` when off)."""
+    if boundary_width is not None:
+        if isinstance(boundary_width, bool) or not isinstance(boundary_width, (int, float)) \
+                or not math.isfinite(boundary_width) or boundary_width < 0:
+            raise ValueError(f'boundary_width must be a finite number >= 0 (pixels), got {boundary_width!r}')
+        boundary_width = float(boundary_width)
+    if distance_bands is not None:
+        if isinstance(distance_bands, (str, bytes)) or not hasattr(distance_bands, '__len__'):
+            raise ValueError(f'distance_bands must be a sequence of increasing edges, got {distance_bands!r}')
+        edges = list(distance_bands)
+        if not edges or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e)
+                            or e < 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError('distance_bands must be finite, non-negative and strictly increasing edges (pixels), '
+                             f'got {distance_bands!r}')
+        distance_bands = tuple(float(e) for e in edges)
+    if (boundary_width is not None or distance_bands is not None) and aggregation != 'pooled':
+        raise ValueError("boundary_width and distance_bands need aggregation='pooled'")
+    return boundary_width, distance_bands
 
 
 def _bin_record(bins: Dict[str, torch.Tensor], row: Optional[int] = None) -> Dict[str, list]:

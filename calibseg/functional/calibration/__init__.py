@@ -21,13 +21,15 @@ from .metrics import (
     calibration_metrics,
     classwise_table,
 )
-from .ranking import aurc, auroc, ks_error
+from .ranking import aupr_error, aurc, auroc, fpr_at_95, ks_error
 from .sece import sece
+from .spatial import SpatialCalibrationStatistics, boundary_distance, boundary_pixels
 from .statistics import BinaryCalibrationStatistics, CalibrationStatistics
 
 __all__ = [
     'CalibrationGrid', 'DEFAULT_GRID', 'CalibrationStatistics', 'BinaryCalibrationStatistics',
     'calibration_metrics', 'approximation_bounds', 'classwise_table', 'reliability_bins', 'equal_mass_bins',
     'DEFAULT_BINS', 'METRIC_FAMILIES', 'sece', 'sece_from_cells', 'kdece', 'kde_bandwidth', 'mmce', 'smece',
-    'smooth_ece', 'ks_error', 'auroc', 'aurc'
+    'smooth_ece', 'ks_error', 'auroc', 'aurc', 'fpr_at_95', 'aupr_error', 'SpatialCalibrationStatistics',
+    'boundary_distance', 'boundary_pixels'
 ]

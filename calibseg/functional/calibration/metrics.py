@@ -20,6 +20,8 @@ family             keys
 ``'SECE'``         ``SECE``
 ``'AUROC'``        ``AUROC`` (NaN when all pixels are correct or all wrong)
 ``'AURC'``         ``AURC``
+``'FPR95'``        ``FPR95`` (failure detection: wrong pixels above the 95 %-TPR threshold; NaN like AUROC)
+``'AUPR_err'``     ``AUPR_err`` (average precision of finding wrong pixels by low confidence; NaN like AUROC)
 ``'NLL'``          ``NLL`` (mean, nats)
 ``'Brier'``        ``Brier`` (mean)
 ``'Acc'``          ``Acc`` (pixel accuracy)
@@ -32,7 +34,7 @@ from typing import Dict, Iterable, Optional, Sequence
 
 from .binned import bin_sums, binned_errors, classwise_ece, equal_mass_bound
 from .kernel import cell_points, kdece, mmce, sece_from_cells, smece
-from .ranking import aurc, auroc, ks_error, ranking_bounds
+from .ranking import aupr_error, aurc, auroc, fpr_at_95, ks_error, ranking_bounds
 from .statistics import CalibrationStatistics
 
 __all__ = ['DEFAULT_BINS', 'METRIC_FAMILIES', 'calibration_metrics', 'approximation_bounds', 'classwise_table',
@@ -40,7 +42,7 @@ __all__ = ['DEFAULT_BINS', 'METRIC_FAMILIES', 'calibration_metrics', 'approximat
 
 DEFAULT_BINS = (5, 10, 15, 20, 25, 50, 100, 200, 500)
 METRIC_FAMILIES = ('ECE', 'ECE_em', 'cwCE', 'cwCE_em', 'MCE', 'RMSCE', 'dECE', 'OE', 'UE', 'KSCE', 'KDECE',
-                   'MMCE', 'smECE', 'SECE', 'AUROC', 'AURC', 'NLL', 'Brier', 'Acc')
+                   'MMCE', 'smECE', 'SECE', 'AUROC', 'AURC', 'FPR95', 'AUPR_err', 'NLL', 'Brier', 'Acc')
 _CLASSWISE = ('cwCE', 'cwCE_em')
 _PCT = 100.0
 
@@ -155,6 +157,10 @@ def calibration_metrics(stats: CalibrationStatistics, *, metrics: Optional[Itera
         out['AUROC'] = _PCT * auroc(stats)
     if 'AURC' in fams:
         out['AURC'] = _PCT * aurc(stats)
+    if 'FPR95' in fams:
+        out['FPR95'] = _PCT * fpr_at_95(stats)
+    if 'AUPR_err' in fams:
+        out['AUPR_err'] = _PCT * aupr_error(stats)
     sc = stats.scalars
     if 'NLL' in fams:
         out['NLL'] = sc['sum_nll'] / n_total

@@ -1,4 +1,4 @@
-r"""Calibration and selective-prediction metrics that depend on the confidence *order*: KS, AUROC, AURC.
+r"""Metrics that depend on the confidence *order*: KS, AUROC, AURC, FPR95, AUPR-error.
 
 On grid statistics the order between fine cells is exact and the order inside a cell unknown; each function
 treats the pixels of a cell as tied and has a matching bound against the exact per-pixel value
@@ -18,6 +18,22 @@ treats the pixels of a cell as tied and has a matching bound against the exact p
   order of the pixels inside the cells is within
   ``(1/N) Σ_j [e_j (n_j - e_j)/n_j] (ψ(k_0 + n_j + 1) - ψ(k_0 + 1))``.
 
+* **FPR95** (failure detection, e.g. Corbière et al., NeurIPS 2019): with ``k = ceil(0.95 N_+)``, the
+  threshold ``τ`` is the confidence of the ``k``-th most confident correct pixel (the largest threshold that
+  keeps at least 95 % of the correct pixels), and ``FPR95 = #{wrong: c >= τ} / N_-``. On the grid, ``τ`` lies
+  in the cell ``j`` where the cumulative count of correct pixels (from the top) reaches ``k``; with ``A`` correct
+  and ``E`` wrong pixels in the cells above, ``a_j`` correct and ``e_j`` wrong pixels in ``j`` and
+  ``k' = k - A``, the value is ``(E + e_j k'/(a_j + 1)) / N_-`` (the expectation over the orders of the pixels
+  inside the cell; ``(E + e_j) / N_-`` in a single-valued cell, where all are tied at ``τ``). Any order inside
+  the cell is within ``e_j max(k'/(a_j + 1), 1 - k'/(a_j + 1)) / N_-`` (zero for single-valued cells).
+* **AUPR_err**: average precision of detecting *wrong* pixels (positives) by *low* confidence,
+  ``Σ_t (R_t - R_{t-1}) P_t`` over the distinct thresholds ``t`` in increasing confidence (scikit-learn's
+  ``average_precision_score`` of ``1 - a`` against ``-c``, ties grouped). On the grid the pixels of a cell are
+  one group; each wrong pixel of a multi-valued cell ``j`` (after ``T`` wrong and ``F`` correct pixels of lower
+  cells) has, in any order, a precision in ``[(T + 1)/(T + 1 + F + a_j), (T + e_j)/(T + e_j + F)]``, which
+  bounds the difference by ``Σ_j (e_j/N_-)`` times that interval's width.
+  FPR95 and AUPR_err are NaN when every pixel is correct or every pixel is wrong.
+
 Fractions (the metric dictionary multiplies by 100).
 """
 from typing import Dict
@@ -25,7 +41,7 @@ from typing import Dict
 import torch
 from torch import Tensor
 
-__all__ = ['ks_error', 'auroc', 'aurc', 'ranking_bounds']
+__all__ = ['ks_error', 'auroc', 'aurc', 'fpr_at_95', 'aupr_error', 'ranking_bounds']
 
 
 def _cells(stats):
@@ -78,8 +94,57 @@ def aurc(stats) -> float:
     return float(value.sum()) / float(n.sum())
 
 
+def _fpr_terms(stats):
+    """``(value, bound)`` of FPR95 (fractions); NaN when undefined."""
+    n, a, _, _, _, multi = _cells(stats)
+    neg = n - a
+    n_pos, n_neg = float(a.sum()), float(neg.sum())
+    if n_pos == 0.0 or n_neg == 0.0:
+        return float('nan'), float('nan')
+    k = -(-95 * int(n_pos) // 100)  # ceil(0.95 N_+) in integers: correct pixels to keep
+    a_top, e_top = a.flip(0), neg.flip(0)
+    cum = torch.cumsum(a_top, 0)
+    j = int(torch.searchsorted(cum, torch.tensor([float(k)], dtype=cum.dtype))[0])
+    above_a = float(cum[j] - a_top[j])
+    above_e = float(e_top[:j].sum())
+    a_j, e_j = float(a_top[j]), float(e_top[j])
+    if not bool(multi.flip(0)[j]):
+        return (above_e + e_j) / n_neg, 0.0
+    frac = (k - above_a) / (a_j + 1.0)
+    return (above_e + e_j * frac) / n_neg, e_j * max(frac, 1.0 - frac) / n_neg
+
+
+def fpr_at_95(stats) -> float:
+    """FPR95: fraction of wrong pixels at least as confident as the 95 %-TPR threshold (NaN if undefined)."""
+    return _fpr_terms(stats)[0]
+
+
+def _aupr_terms(stats):
+    n, a, _, _, _, multi = _cells(stats)
+    e = n - a
+    n_pos, n_neg = float(e.sum()), float(a.sum())  # positives: wrong pixels
+    if n_pos == 0.0 or n_neg == 0.0:
+        return float('nan'), float('nan')
+    tp = torch.cumsum(e, 0)  # cells in increasing confidence = decreasing score
+    fp = torch.cumsum(a, 0)
+    has = e > 0
+    value = float((e[has] * tp[has] / (tp[has] + fp[has])).sum()) / n_pos
+    t0, f0 = tp - e, fp - a
+    hi = (t0 + e) / (t0 + e + f0).clamp_min(1.0)
+    lo = (t0 + 1.0) / (t0 + 1.0 + f0 + a)
+    spread = (e * (hi - lo))[has & multi]
+    return value, float(spread.sum()) / n_pos
+
+
+def aupr_error(stats) -> float:
+    """Area under the precision-recall curve of wrong pixels ranked by low confidence (fraction; NaN if
+    undefined)."""
+    return _aupr_terms(stats)[0]
+
+
 def ranking_bounds(stats) -> Dict[str, float]:
-    """Bounds (fractions) on ``|grid value - exact per-pixel value|`` for ``KSCE``, ``AUROC`` and ``AURC``."""
+    """Bounds (fractions) on ``|grid value - exact per-pixel value|`` for ``KSCE``, ``AUROC``, ``AURC``,
+    ``FPR95`` and ``AUPR_err``."""
     n, a, s, lo, hi, multi = _cells(stats)
     big_n = float(n.sum())
     ks = torch.maximum(a * (1.0 - lo), (n - a) * hi)[multi]
@@ -91,4 +156,4 @@ def ranking_bounds(stats) -> Dict[str, float]:
         roc = float((a * neg)[multi].sum()) / (2.0 * n_pos * n_neg)
     _, spread = _aurc_terms(n, a)
     return dict(KSCE=(float(ks.max()) if ks.numel() else 0.0) / big_n, AUROC=roc,
-                AURC=float(spread.sum()) / big_n)
+                AURC=float(spread.sum()) / big_n, FPR95=_fpr_terms(stats)[1], AUPR_err=_aupr_terms(stats)[1])

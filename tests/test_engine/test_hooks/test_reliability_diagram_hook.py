@@ -55,3 +55,20 @@ def test_local_vis_backend_saves_the_diagram_and_scalars(tmp_path):
     assert [p.name for p in saved] == ['val_reliability_PixelCalibrationMetric_3.png']
     scalars = [json.loads(line) for line in (tmp_path / 'vis' / 'vis_data' / 'scalars.json').read_text().splitlines()]
     assert scalars[0]['val/calibration/ECE'] == metrics['ECE']
+
+
+def test_hook_draws_the_distance_band_curve(tmp_path):
+    MessageHub.get_current_instance().runtime_info.clear()
+    samples = make_samples(3)
+    for s in samples:  # regions of one label, so that distances vary
+        s['gt_sem_seg']['data'][0, :, :4] = 1
+        s['gt_sem_seg']['data'][0, :, 4:] = 2
+    metrics = run_metric(PixelCalibrationMetric(boundary_width=1, distance_bands=(0, 1, 2)), samples)
+    runner = SimpleNamespace(log_dir=str(tmp_path), iter=5, visualizer=None)
+    ReliabilityDiagramHook().after_test_epoch(runner, metrics)
+    stem = tmp_path / 'reliability' / 'test_5_PixelCalibrationMetric'
+    record = json.loads(stem.with_suffix('.json').read_text())
+    bands = record['distance_bands']
+    assert bands['upper'] == [0, 1, 2, None] and sum(bands['count']) == record['num_pixels']
+    assert bands['count'][-1] > 0 and bands['ECE'][0] is not None
+    assert osp.getsize(f'{stem}_distance.png') > 1000

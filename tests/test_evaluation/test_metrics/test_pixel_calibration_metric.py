@@ -5,15 +5,21 @@ import math
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 from calibseg_testing import CLASSES, K, make_samples, run_metric
 from mmengine.logging import MessageHub
+from naive_reference import band_reference, ece15, naive_distance, top_label
 
-from calibseg.engine.hooks import RELIABILITY_INFO_PREFIX
+import calibseg.evaluation.metrics.pixel_calibration_metric as metric_module
 from calibseg.evaluation import BinaryCalibrationMetric, PixelCalibrationMetric
+from calibseg.evaluation.message_keys import RELIABILITY_INFO_PREFIX
 from calibseg.functional.calibration import CalibrationStatistics, calibration_metrics
+
+HEADLINE = ['ECE', 'ECE_em_15', 'cwCE_15', 'MCE_15', 'OE_15', 'UE_15', 'smECE', 'NLL', 'Brier', 'AUROC', 'FPR95',
+            'Acc']
 
 
 def direct(samples, **kwargs):
@@ -23,14 +29,40 @@ def direct(samples, **kwargs):
     return calibration_metrics(stats)
 
 
-def test_pooled_equals_the_functional_core():
+def test_all_equals_the_functional_core():
     samples = make_samples(5)
-    got = run_metric(PixelCalibrationMetric(), samples, batch_size=2)
+    got = run_metric(PixelCalibrationMetric(metrics='all'), samples, batch_size=2)
     want = direct(samples)
     assert got.keys() == want.keys()
     for key in want:
-        assert got[key] == pytest.approx(want[key], rel=1e-12, abs=1e-12), key
-    assert {'ECE', 'ECE_15', 'ECE_em_500', 'cwCE_5', 'MCE_200', 'dECE_15', 'smECE', 'AURC', 'Acc'} <= set(got)
+        assert got[key] == pytest.approx(want[key], rel=1e-12, abs=1e-12, nan_ok=True), key
+    assert {'ECE', 'ECE_15', 'ECE_em_500', 'cwCE_5', 'MCE_200', 'dECE_15', 'smECE', 'AURC', 'FPR95', 'AUPR_err',
+            'Acc'} <= set(got)
+    assert len(got) > 50
+
+
+def test_default_reports_the_headline_keys_only():
+    samples = make_samples(4)
+    got = run_metric(PixelCalibrationMetric(), samples, batch_size=2)
+    assert list(got) == HEADLINE and len(got) <= 15
+    full = direct(samples)
+    for key in HEADLINE:
+        assert got[key] == pytest.approx(full[key], rel=1e-12, abs=1e-12), key
+    got = run_metric(PixelCalibrationMetric(aggregation='per_image'), samples)
+    assert list(got) == HEADLINE
+    with pytest.raises(ValueError, match="'all'"):
+        PixelCalibrationMetric(metrics='everything')
+
+
+def test_binary_default_reports_the_ten_bin_headline_keys():
+    g = torch.Generator().manual_seed(4)
+    samples = [dict(seg_logits=dict(data=torch.rand(1, 6, 6, generator=g)),
+                    gt_sem_seg=dict(data=torch.randint(0, 2, (1, 6, 6), generator=g))) for _ in range(3)]
+    got = run_metric(BinaryCalibrationMetric(), samples)
+    assert list(got) == ['ECE', 'ECE_em_10', 'cwCE_10', 'MCE_10', 'OE_10', 'UE_10', 'smECE', 'NLL', 'Brier',
+                         'AUROC', 'FPR95', 'Acc']
+    full = run_metric(BinaryCalibrationMetric(metrics='all'), samples)
+    assert full['ECE'] == full['ECE_10'] == got['ECE'] and len(full) > 50
 
 
 def test_metric_families_restrict_the_keys():
@@ -111,7 +143,7 @@ def test_binary_metric_reads_probabilities_and_uses_ten_bins():
         p = torch.rand(1, 8, 8, generator=g)
         y = (torch.rand(8, 8, generator=g) < p[0]).long()
         samples.append(dict(seg_logits=dict(data=p), gt_sem_seg=dict(data=y[None]), img_path=f'm{i}.png'))
-    metric = BinaryCalibrationMetric()
+    metric = BinaryCalibrationMetric(metrics='all')
     metric.dataset_meta = dict(classes=('background', 'foreground'))
     for s in samples:
         metric.process({}, [s])
@@ -137,17 +169,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, n, batch_size, aggregation, queue):
+def _worker(rank, world, port, n, batch_size, aggregation, queue, options=None, blocky=False):
     import torch.distributed as dist
     from mmengine.dataset import DefaultSampler
 
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=world)
     try:
-        samples = make_samples(n)
+        samples = blocky_samples(n) if blocky else make_samples(n)
         sampler = DefaultSampler(list(range(n)), shuffle=False)  # mmengine's val sampler, with its padding
         order = [samples[i] for i in sampler]
-        metric = PixelCalibrationMetric(aggregation=aggregation)
+        metric = PixelCalibrationMetric(aggregation=aggregation, **(options or {}))
         queue.put((rank, run_metric_sized(metric, order, n, batch_size)))
     finally:
         dist.destroy_process_group()
@@ -160,14 +192,22 @@ def run_metric_sized(metric, samples, size, batch_size):
     return metric.evaluate(size)
 
 
-@pytest.mark.parametrize('batch_size,aggregation', [(1, 'pooled'), (2, 'pooled'), (2, 'per_image')])
-def test_two_processes_equal_one_process(batch_size, aggregation):
+SPATIAL = dict(metrics='all', boundary_width=1, distance_bands=(0, 1, 2, 4))
+
+
+@pytest.mark.parametrize('batch_size,aggregation,options', [(1, 'pooled', None), (2, 'pooled', SPATIAL),
+                                                            (2, 'per_image', None)])
+def test_two_processes_equal_one_process(batch_size, aggregation, options):
     n = 7  # odd: DefaultSampler pads one duplicate for 2 ranks
-    single = run_metric(PixelCalibrationMetric(aggregation=aggregation), make_samples(n), batch_size)
+    blocky = options is not None
+    MessageHub.get_current_instance().runtime_info.clear()
+    single = run_metric(PixelCalibrationMetric(aggregation=aggregation, **(options or {})),
+                        blocky_samples(n) if blocky else make_samples(n), batch_size)
     ctx = mp.get_context('spawn')
     queue = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, n, batch_size, aggregation, queue)) for r in range(2)]
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, n, batch_size, aggregation, queue, options, blocky))
+             for r in range(2)]
     for p in procs:
         p.start()
     results = dict(queue.get(timeout=300) for _ in procs)
@@ -177,4 +217,136 @@ def test_two_processes_equal_one_process(batch_size, aggregation):
     for rank in (0, 1):
         assert results[rank].keys() == single.keys()
         for key, value in single.items():
-            assert math.isclose(results[rank][key], value, rel_tol=1e-9, abs_tol=1e-12), (rank, key)
+            assert math.isclose(results[rank][key], value, rel_tol=1e-9, abs_tol=1e-12) or (
+                math.isnan(value) and math.isnan(results[rank][key])), (rank, key)
+    if blocky:
+        assert {'boundary_ECE_15', 'interior_Acc', 'FPR95', 'AUPR_err'} <= set(single)
+
+
+# ------------------------------------------------------------------ spatial keys (issue 12) and 0/255 masks (issue 17)
+def blocky_samples(n, *, seed=0, size=(10, 12), k=K):
+    """Samples with regions of one label (3x3 blocks), ignored pixels, an ignored region, a map without
+    boundaries and an entirely ignored map."""
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for i in range(n):
+        labels = torch.randint(0, k, (4, 4), generator=g).repeat_interleave(3, 0).repeat_interleave(3, 1)
+        labels = labels[:size[0], :size[1]].contiguous()
+        labels[torch.rand(size, generator=g) < 0.05] = 255
+        if i % 4 == 1:
+            labels[:] = 2  # no boundary pixel
+        elif i % 4 == 2:
+            labels[:4, :6] = 255  # ignored region
+        elif i == 3:
+            labels[:] = 255  # entirely ignored
+        logits = torch.randn(k, *size, generator=g) * 3
+        samples.append(dict(seg_logits=dict(data=logits), gt_sem_seg=dict(data=labels[None]),
+                            img_path=f'blocky_{i}.png'))
+    return samples
+
+
+def _pairs(samples):
+    return [(s['seg_logits']['data'], s['gt_sem_seg']['data'][0]) for s in samples]
+
+
+@pytest.mark.parametrize('width', [0, 1, 2.5])
+def test_boundary_keys_match_the_naive_reference(width):
+    samples = blocky_samples(6)
+    got = run_metric(PixelCalibrationMetric(boundary_width=width), samples, batch_size=2)
+    assert list(got) == HEADLINE + ['boundary_ECE_15', 'boundary_Acc', 'boundary_frac', 'interior_ECE_15',
+                                    'interior_Acc']
+    conf, cor, dist = [], [], []
+    for x, y in _pairs(samples):
+        c, a = top_label(x, y)
+        valid = y.numpy() != 255
+        conf.append(c[valid])
+        cor.append(a[valid])
+        dist.append(naive_distance(y.numpy())[valid])
+    conf, cor, dist = (np.concatenate(v) for v in (conf, cor, dist))
+    near = dist <= width
+    assert got['boundary_ECE_15'] == pytest.approx(ece15(conf[near], cor[near]), rel=1e-7)
+    assert got['interior_ECE_15'] == pytest.approx(ece15(conf[~near], cor[~near]), rel=1e-7)
+    assert got['boundary_Acc'] == pytest.approx(100 * cor[near].mean(), rel=1e-12)
+    assert got['interior_Acc'] == pytest.approx(100 * cor[~near].mean(), rel=1e-12)
+    assert got['boundary_frac'] == pytest.approx(100 * near.mean(), rel=1e-12)
+    assert 0 < got['boundary_frac'] < 100
+
+
+def test_one_sided_evaluations_give_nan_with_a_warning(monkeypatch):
+    logged = []
+    monkeypatch.setattr(metric_module, 'print_log', lambda msg, **kw: logged.append((msg, kw.get('level'))))
+    flat = [s for i, s in enumerate(blocky_samples(4)) if i == 1]  # one map without boundaries
+    got = run_metric(PixelCalibrationMetric(boundary_width=2), flat)
+    assert math.isnan(got['boundary_ECE_15']) and math.isnan(got['boundary_Acc']) and got['boundary_frac'] == 0
+    assert got['interior_ECE_15'] == pytest.approx(got['ECE'], rel=1e-12)
+    assert any('boundary_ECE_15 and boundary_Acc are NaN' in m and 'no evaluated pixel' in m and lvl == 30
+               for m, lvl in logged)
+    logged.clear()
+    stripes = dict(seg_logits=dict(data=torch.randn(K, 4, 4)),
+                   gt_sem_seg=dict(data=torch.tensor([[0, 1, 0, 1]] * 4)[None]))
+    got = run_metric(PixelCalibrationMetric(boundary_width=0), [stripes])
+    assert math.isnan(got['interior_ECE_15']) and got['boundary_frac'] == 100
+    assert any('interior_ECE_15 and interior_Acc are NaN' in m and 'every evaluated pixel' in m for m, _ in logged)
+
+
+def test_distance_bands_are_published_and_match_the_reference():
+    hub = MessageHub.get_current_instance()
+    hub.runtime_info.clear()
+    samples = blocky_samples(5)
+    got = run_metric(PixelCalibrationMetric(distance_bands=(0, 1, 3)), samples)
+    assert list(got) == HEADLINE  # bands go to the record, not to the scalar keys
+    record = hub.get_info(RELIABILITY_INFO_PREFIX + 'PixelCalibrationMetric')
+    bands = record['distance_bands']
+    want = band_reference(_pairs(samples), (0, 1, 3))
+    assert bands['count'] == [w['count'] for w in want] and sum(bands['count']) == record['num_pixels']
+    assert bands['lower'] == [None, 0, 1, 3] and bands['upper'] == [0, 1, 3, None]
+    for key in ('ECE', 'accuracy', 'confidence'):
+        assert bands[key] == pytest.approx([w[key] for w in want], rel=1e-7), key
+
+
+def test_binary_metric_with_boundary_width():
+    g = torch.Generator().manual_seed(2)
+    samples = []
+    for _ in range(3):
+        y = torch.zeros(8, 8, dtype=torch.long)
+        y[2:6, 3:7] = 1
+        y[0, :] = 255
+        samples.append(dict(seg_logits=dict(data=torch.rand(1, 8, 8, generator=g)), gt_sem_seg=dict(data=y[None])))
+    got = run_metric(BinaryCalibrationMetric(boundary_width=1), samples)
+    conf, cor, dist = [], [], []
+    for s in samples:
+        y = s['gt_sem_seg']['data'][0]
+        c, a = top_label(s['seg_logits']['data'][0], y, binary=True, input_type='probs')
+        valid = y.numpy() != 255
+        conf.append(c[valid])
+        cor.append(a[valid])
+        dist.append(naive_distance(y.numpy())[valid])
+    conf, cor, dist = (np.concatenate(v) for v in (conf, cor, dist))
+    near = dist <= 1
+    assert got['boundary_ECE_15'] == pytest.approx(ece15(conf[near], cor[near]), rel=1e-7)
+    assert got['interior_Acc'] == pytest.approx(100 * cor[~near].mean(), rel=1e-12)
+
+
+def test_spatial_options_are_validated():
+    for bad in (-1, float('nan'), 'two', True):
+        with pytest.raises(ValueError, match='boundary_width'):
+            PixelCalibrationMetric(boundary_width=bad)
+    for bad in ((2, 1), (), (0, float('inf')), 'ab'):
+        with pytest.raises(ValueError, match='distance_bands'):
+            PixelCalibrationMetric(distance_bands=bad)
+    with pytest.raises(ValueError, match='pooled'):
+        PixelCalibrationMetric(boundary_width=2, aggregation='per_image')
+
+
+def test_binary_metric_refuses_unconverted_masks():
+    mask = torch.zeros(1, 6, 6, dtype=torch.long)
+    mask[0, 2:4, 2:5] = 255  # a 0/255 PNG read as is: the foreground would be ignored
+    sample = dict(seg_logits=dict(data=torch.rand(1, 6, 6)), gt_sem_seg=dict(data=mask), img_path='m0.png')
+    with pytest.raises(ValueError, match=r'm0\.png.*0/255.*LoadBinaryAnnotations'):
+        run_metric(BinaryCalibrationMetric(), [sample])
+    # a converted map with ignored pixels and foreground passes; the opt-out accepts the 0/255 map
+    converted = dict(seg_logits=dict(data=torch.rand(1, 6, 6)), gt_sem_seg=dict(data=(mask == 255).long()))
+    converted['gt_sem_seg']['data'][0, 0, 0] = 255
+    assert run_metric(BinaryCalibrationMetric(), [converted])['Acc'] >= 0
+    got = run_metric(BinaryCalibrationMetric(allow_unconverted_masks=True), [sample])
+    assert got['Acc'] >= 0

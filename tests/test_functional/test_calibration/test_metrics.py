@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from naive_reference import naive_aupr_err, naive_fpr95
 
 from calibseg.functional.calibration import (
     DEFAULT_BINS,
@@ -17,8 +18,8 @@ def expected_keys(head=15, classwise=True):
     if classwise:
         keys += [f'cwCE_{b}' for b in DEFAULT_BINS] + [f'cwCE_em_{b}' for b in DEFAULT_BINS]
     keys += [f'MCE_{b}' for b in DEFAULT_BINS] + ['RMSCE_15', 'dECE_15', f'OE_{head}', f'UE_{head}', 'KSCE',
-                                                   'KDECE', 'MMCE', 'smECE', 'SECE', 'AUROC', 'AURC', 'NLL', 'Brier',
-                                                   'Acc']
+                                                   'KDECE', 'MMCE', 'smECE', 'SECE', 'AUROC', 'AURC', 'FPR95',
+                                                   'AUPR_err', 'NLL', 'Brier', 'Acc']
     return keys
 
 
@@ -40,6 +41,7 @@ def naive_all(oracle, p, y, lp, head=15, binary_brier=None):
                MMCE=100 * oracle.mmce(conf, cor), smECE=100 * oracle.smece(conf, cor)[0],
                SECE=100 * oracle.sece(conf, cor), AUROC=100 * oracle.auroc(conf, cor),
                AURC=100 * oracle.aurc(conf, cor), Acc=100 * cor.mean())
+    out.update(FPR95=100 * naive_fpr95(conf, cor), AUPR_err=100 * naive_aupr_err(conf, cor))
     out['NLL'] = -lp[np.arange(len(y)), y].mean()
     onehot = np.eye(p.shape[1])[y]
     out['Brier'] = ((p - onehot) ** 2).sum(1).mean() if binary_brier is None else binary_brier
@@ -129,4 +131,4 @@ def test_core_imports_no_openmmlab_package():
                 continue
             for name in names:
                 assert name.split('.')[0] in {'torch', 'numpy', 'math', 'typing', 'dataclasses', 'threading',
-                                              'concurrent'}, (path.name, name)
+                                              'concurrent', 'cv2'}, (path.name, name)
