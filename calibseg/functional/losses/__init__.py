@@ -10,9 +10,11 @@ from .focal import softmax_focal_loss, validate_focal_args
 from .label_smoothing import label_smoothing_loss, validate_label_smoothing_args
 from .mbls import mbls_loss, validate_mbls_args
 from .mdca import mdca_loss, mdca_term, validate_mdca_args
+from .nacl import nacl_loss, validate_nacl_args
 from .rankmixup import mixup_pair_valid, mndcg_loss, mrl_loss
 from .scbce import scbce_loss, validate_scbce_args
 from .sece import sece_loss, validate_sece_loss_args
+from .svls import svls_loss, validate_svls_args
 from .utils import Pixels, flatten_pixels, prepare_pixels, reduce_loss
 
 __all__ = [
@@ -21,5 +23,6 @@ __all__ = [
     'validate_focal_args', 'validate_adaptive_focal_args', 'validate_label_smoothing_args',
     'validate_mbls_args', 'validate_mdca_args', 'validate_acls_args', 'validate_scbce_args',
     'validate_sece_loss_args',
-    'mrl_loss', 'mndcg_loss', 'mixup_pair_valid'
+    'mrl_loss', 'mndcg_loss', 'mixup_pair_valid', 'svls_loss', 'validate_svls_args', 'nacl_loss',
+    'validate_nacl_args'
 ]

@@ -1,0 +1,119 @@
+"""Spatially varying label smoothing, SVLS (Islam & Glocker, IPMI 2021)."""
+from typing import Dict, Optional, Union
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from calibseg.utils.validation import check_choice, check_positive_float
+
+from .neighbourhood import (
+    BORDERS,
+    check_kernel_size,
+    label_neighbourhood,
+    neighbourhood_kernel,
+)
+from .utils import (
+    ClassWeight,
+    check_reduction,
+    prepare_pixels,
+    reduce_loss,
+    target_class_weight,
+)
+
+
+class _NeighbourhoodCrossEntropy(torch.autograd.Function):
+    """Per-pixel ``-sum_d a_d log p_{y_d}`` of ``(N, C, H, W)`` logits, fused: ``(N, H, W)``.
+
+    The backward is written out, ``g * (p - sum_d a_d e_{y_d})`` (the weights ``a_d`` sum to 1 at valid pixels;
+    ``g`` is 0 at ignored ones): an exponential of the saved log-probabilities and one scatter of ``k*k`` values
+    per pixel, instead of autograd's zero-filled gather gradient followed by log-softmax's backward (measured on CPU
+    at ``(2, 21, 256, 256)``: about 1.5x faster for the whole loss). First derivatives only.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
+        log_probs = torch.log_softmax(logits, dim=1)
+        ctx.save_for_backward(log_probs, labels, weights)
+        return -(log_probs.gather(1, labels) * weights).sum(dim=1)  # (not vecdot: autocast would make it bf16)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        log_probs, labels, weights = ctx.saved_tensors
+        g = grad.unsqueeze(1)
+        grad_logits = torch.exp(log_probs).mul_(g)
+        return grad_logits.scatter_add_(1, labels, weights * -g), None, None
+
+
+def validate_svls_args(*, kernel_size: int, sigma: float, border: str) -> Dict[str, object]:
+    """Check an odd ``kernel_size >= 3``, ``sigma > 0`` and ``border`` in ``('renormalise', 'replicate')``."""
+    return dict(kernel_size=check_kernel_size(kernel_size, minimum=3), sigma=check_positive_float('sigma', sigma),
+                border=check_choice('border', border, BORDERS))
+
+
+def check_image_batch(logits: Tensor) -> None:
+    """The spatial losses need ``(N, C, H, W)`` logits."""
+    if isinstance(logits, Tensor) and logits.dim() != 4:
+        raise ValueError(f'spatial losses need logits of shape (N, C, H, W), got {tuple(logits.shape)}')
+
+
+def svls_loss(logits: Tensor, target: Tensor, *, kernel_size: int = 3, sigma: float = 1.0,
+              border: str = 'renormalise', weight: Optional[Tensor] = None,
+              class_weight: ClassWeight = None, ignore_index: int = 255, reduction: str = 'mean',
+              avg_factor: Optional[Union[float, Tensor]] = None) -> Tensor:
+    r"""Cross-entropy against the label map smoothed by its spatial neighbourhood.
+
+    .. math::
+        \tilde y_{n,c} = \sum_d a_d(n)\,[y_{n+d} = c], \qquad
+        \mathrm{SVLS}_n = c_{y_n}\Big(-\sum_c \tilde y_{n,c} \log p_{n,c}\Big)
+
+    with ``a_d`` the SVLS kernel (a ``k x k`` Gaussian of width ``sigma`` whose centre weight is
+    replaced by the sum of the other weights, normalised: the centre keeps 1/2) renormalised over
+    the valid neighbours (:mod:`~calibseg.functional.losses.neighbourhood`: ignored neighbours are
+    excluded, borders renormalised or replicated). Islam & Glocker, "Spatially Varying Label
+    Smoothing: Capturing Uncertainty from Expert Annotations", IPMI 2021; ``kernel_size=3``,
+    ``sigma=1`` from the paper. The public code replicates the label map at image borders
+    (``border='replicate'``); the default ``'renormalise'`` only uses labels inside the image.
+
+    Computed without the dense target: ``-sum_d a_d log p_{n, y_{n+d}}``, a gather of ``k*k``
+    log-probabilities per pixel (and a fused backward; first derivatives only).
+
+    Args:
+        logits: ``(N, C, H, W)`` logits. fp16/bf16 are computed in float32.
+        target: ``(N, H, W)`` integer labels in ``[0, C)`` or ``ignore_index``.
+        kernel_size: odd ``k >= 3``.
+        sigma: ``> 0``, width of the Gaussian in pixels.
+        border: ``'renormalise'`` or ``'replicate'``.
+        weight: optional per-pixel weight broadcastable to ``target.shape`` (mmseg's
+            ``seg_weight``).
+        class_weight: optional per-class weight ``c_k``, applied to the whole per-pixel loss by the
+            pixel's own label (as in :func:`~calibseg.functional.losses.label_smoothing_loss`).
+        ignore_index, reduction, avg_factor: as in
+            :func:`~calibseg.functional.losses.softmax_focal_loss`; ignored pixels get no loss.
+
+    Returns:
+        Scalar loss (``(N, H, W)`` for ``reduction='none'``).
+
+    Raises:
+        ValueError: on a bad ``kernel_size``, ``sigma`` or ``border``, logits that are not 4-D, bad
+            labels, shapes or reduction.
+
+    Example:
+        >>> logits = torch.zeros(1, 2, 1, 2)  # uniform predictions: the loss is log 2
+        >>> round(svls_loss(logits, torch.tensor([[[0, 1]]])).item(), 4)
+        0.6931
+    """
+    check_reduction(reduction, avg_factor)
+    options = validate_svls_args(kernel_size=kernel_size, sigma=sigma, border=border)
+    check_image_batch(logits)
+    pixels = prepare_pixels(logits, target, ignore_index=ignore_index, weight=weight)
+    logits = pixels.logits.reshape(pixels.logits.shape[:2] + target.shape[1:])
+    kernel = neighbourhood_kernel('svls', options['kernel_size'], options['sigma'], dtype=logits.dtype)
+    hood = label_neighbourhood(pixels.target.reshape(target.shape), pixels.valid.reshape(target.shape),
+                               kernel, border=options['border'])
+    loss = _NeighbourhoodCrossEntropy.apply(logits, hood.labels, hood.weights).reshape(pixels.valid.shape)
+    weights = target_class_weight(class_weight, pixels)
+    if weights is not None:
+        loss = loss * weights
+    return reduce_loss(loss, pixels, reduction=reduction, avg_factor=avg_factor)
