@@ -1,23 +1,12 @@
 """Helpers shared by calibseg's tests (imported as a module; fixtures live in conftest.py)."""
 from __future__ import annotations
 
-import importlib.util
 import os.path as osp
-import sys
 
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'baseline', 'fcn_r18-d16_ce_1xb8-600it_demo-voc12aug-96x96.py')
-
-
-def load_generator():
-    path = osp.join(ROOT, 'tools', 'dataset_converters', 'generate_demo_data.py')
-    spec = importlib.util.spec_from_file_location('generate_demo_data', path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault('generate_demo_data', module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_run_options(voc_root: str, *, max_iters: int = 4, batch_size: int = 2) -> dict:
@@ -70,3 +59,12 @@ def run_metric(metric, samples, batch_size=1):
     for start in range(0, len(samples), batch_size):
         metric.process({}, samples[start:start + batch_size])
     return metric.evaluate(len(samples))
+
+
+# ---------------------------------------------------------------- post-hoc calibration (W1)
+POSTHOC_CONFIG = osp.join(ROOT, 'configs', 'posthoc', 'fcn_r18-d16_ce-{}_1xb8-600it_demo-voc12aug-96x96.py')
+
+
+def posthoc_options(voc_root: str) -> dict:
+    """The tiny-run options, with the post-hoc demo configs' calibration images (tiny VOC's val set here too)."""
+    return dict(tiny_run_options(voc_root), **{'calib_dataloader.dataset.data_root': voc_root})

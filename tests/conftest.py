@@ -7,12 +7,14 @@ from __future__ import annotations
 import os.path as osp
 
 import pytest
-from calibseg_testing import load_generator
 
 
 @pytest.fixture(scope='session')
 def demo_generator():
-    return load_generator()
+    """The demo-data generator package (``generate_voc_aug``, ``generate_duts``, ``generate_demo_data``)."""
+    from calibseg.datasets import demo  # imported here: collecting the pure-core tests needs no OpenMMLab
+
+    return demo
 
 
 @pytest.fixture(scope='session')

@@ -1,217 +1,40 @@
-"""tools/dataset_converters/generate_demo_data.py: layouts, determinism, content, mmseg loading."""
+"""tools/dataset_converters/generate_demo_data.py: the command line of calibseg.datasets.demo."""
 import hashlib
-import importlib.util
 import os
-import os.path as osp
-import re
+import subprocess
+import sys
+from os import path as osp
 
-import numpy as np
-import pytest
-from PIL import Image
+from calibseg_testing import ROOT
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from calibseg.datasets.demo import generate_demo_data
+
 SCRIPT = osp.join(ROOT, 'tools', 'dataset_converters', 'generate_demo_data.py')
-
-N_TRAIN, N_VAL, N_DUTS_TR, N_DUTS_TE, SIZE = 6, 3, 4, 2, 32
-
-
-def _load_module():
-    spec = importlib.util.spec_from_file_location('generate_demo_data', SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gdd = _load_module()
-
-
-def _generate(root, seed=0):
-    return gdd.generate_all(str(root), voc_train=N_TRAIN, voc_val=N_VAL, duts_train=N_DUTS_TR,
-                            duts_test=N_DUTS_TE, size=SIZE, seed=seed)
-
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('demo_data')
-    out = _generate(root)
-    return root, out
-
-
-def _voc(root):
-    return osp.join(str(root), 'VOCdevkit', 'VOC2012')
-
-
-def _read_list(root, split):
-    with open(osp.join(_voc(root), 'ImageSets', 'Segmentation', split + '.txt')) as f:
-        return f.read().splitlines()
-
-
-def _label(root, i):
-    with Image.open(osp.join(_voc(root), 'SegmentationClassAug', i + '.png')) as im:
-        return np.array(im)
 
 
 def _tree_digest(root):
     digest = {}
     for dirpath, _, files in os.walk(str(root)):
         for name in files:
-            path = osp.join(dirpath, name)
-            with open(path, 'rb') as f:
-                digest[osp.relpath(path, str(root))] = hashlib.sha256(f.read()).hexdigest()
+            with open(osp.join(dirpath, name), 'rb') as f:
+                digest[osp.relpath(osp.join(dirpath, name), str(root))] = hashlib.sha256(f.read()).hexdigest()
     return digest
 
 
-def _stems(folder, ext):
-    names = os.listdir(folder)
-    assert all(n.endswith(ext) for n in names), names
-    return sorted(n[:-len(ext)] for n in names)
-
-
-# ------------------------------------------------------------------------------- determinism
-def test_deterministic_bytes(data, tmp_path):
-    root, _ = data
-    _generate(tmp_path / 'again')
-    first, second = _tree_digest(root), _tree_digest(tmp_path / 'again')
-    n_palette = N_TRAIN - len(_read_list(root, 'aug')) + N_VAL  # SegmentationClass/*.png
-    assert len(first) == 2 * (N_TRAIN + N_VAL) + n_palette + 3 + 2 * (N_DUTS_TR + N_DUTS_TE)
-    assert first == second
-    _generate(tmp_path / 'other', seed=1)
-    other = _tree_digest(tmp_path / 'other')
-    images = [v for k, v in first.items() if k.endswith(('.jpg', '.png'))]
-    assert set(other.values()).isdisjoint(images)
-
-
-# ------------------------------------------------------------------------------- VOC
-def test_voc_layout_and_splits(data):
-    root, out = data
-    voc = _voc(root)
-    assert sorted(os.listdir(voc)) == ['ImageSets', 'JPEGImages', 'SegmentationClass',
-                                       'SegmentationClassAug']
-    assert sorted(os.listdir(osp.join(voc, 'ImageSets'))) == ['Segmentation']
-    lists = sorted(os.listdir(osp.join(voc, 'ImageSets', 'Segmentation')))
-    assert lists == ['aug.txt', 'train.txt', 'val.txt']
-    train, aug, val = (_read_list(root, s) for s in ('train', 'aug', 'val'))
-    assert out['voc'] == {'train': train, 'aug': aug, 'val': val}
-    for ids in (train, aug, val):
-        assert ids == sorted(ids) and len(set(ids)) == len(ids)
-        assert all(re.fullmatch(r'20(0[7-9]|1[01])_\d{6}', i) for i in ids), ids
-    assert len(train) >= 1 and len(train) + len(aug) == N_TRAIN and len(val) == N_VAL
-    assert not set(train) & set(aug) and not set(train) & set(val) and not set(aug) & set(val)
-    everything = sorted(train + aug + val)
-    assert _stems(osp.join(voc, 'JPEGImages'), '.jpg') == everything
-    assert _stems(osp.join(voc, 'SegmentationClassAug'), '.png') == everything
-    # as in VOC 2012: the palette annotations exist for the VOC train/val ids, not the SBD extras
-    assert _stems(osp.join(voc, 'SegmentationClass'), '.png') == sorted(train + val)
-
-
-def test_voc_images_and_labels(data):
-    root, _ = data
-    voc = _voc(root)
-    train, aug, val = (_read_list(root, s) for s in ('train', 'aug', 'val'))
-    allowed = set(range(21)) | {255}
-    seen = set()
-    for i in train + aug + val:
-        with Image.open(osp.join(voc, 'JPEGImages', i + '.jpg')) as im:
-            assert im.format == 'JPEG' and im.mode == 'RGB' and im.size == (SIZE, SIZE)
-        with Image.open(osp.join(voc, 'SegmentationClassAug', i + '.png')) as im:
-            assert im.format == 'PNG' and im.mode == 'L' and im.size == (SIZE, SIZE)
-            lab = np.array(im)
-        assert set(np.unique(lab).tolist()) <= allowed
-        assert (lab == 0).any()  # the background is always visible
-        if i in aug:
-            assert not (lab == 255).any()  # SBD-style masks have no void outlines
-        else:
-            with Image.open(osp.join(voc, 'SegmentationClass', i + '.png')) as im:
-                assert im.mode == 'P' and im.size == (SIZE, SIZE)
-                np.testing.assert_array_equal(np.array(im), lab)
-        if i not in val:
-            seen |= set(np.unique(lab).tolist())
-    assert set(range(1, 21)) <= seen, sorted(set(range(1, 21)) - seen)
-    # the VOC-style annotations have 255 boundary bands somewhere
-    assert any((_label(root, i) == 255).any() for i in train + val)
-
-
-def test_voc_palette(data):
-    root, _ = data
-    i = _read_list(root, 'train')[0]
-    with Image.open(osp.join(_voc(root), 'SegmentationClass', i + '.png')) as im:
-        assert im.mode == 'P'
-        pal = np.array(im.getpalette()[:768], dtype=np.uint8).reshape(-1, 3)
-    assert len(pal) == 256
-    np.testing.assert_array_equal(pal, gdd.VOC_PALETTE)
-    expected = {0: [0, 0, 0], 1: [128, 0, 0], 15: [192, 128, 128], 20: [0, 64, 128],
-                255: [224, 224, 192]}
-    assert {k: pal[k].tolist() for k in expected} == expected
-
-
-# ------------------------------------------------------------------------------- DUTS
-def test_duts_layout_and_masks(data):
-    root, out = data
-    duts = osp.join(str(root), 'DUTS')
-    assert sorted(os.listdir(duts)) == ['DUTS-TE', 'DUTS-TR']
-    soft = total = 0
-    for split, n in (('DUTS-TR', N_DUTS_TR), ('DUTS-TE', N_DUTS_TE)):
-        assert sorted(os.listdir(osp.join(duts, split))) == [split + '-Image', split + '-Mask']
-        names = _stems(osp.join(duts, split, split + '-Image'), '.jpg')
-        assert len(names) == n and names == out['duts'][split]
-        assert _stems(osp.join(duts, split, split + '-Mask'), '.png') == names
-        for name in names:
-            with Image.open(osp.join(duts, split, split + '-Image', name + '.jpg')) as im:
-                assert im.format == 'JPEG' and im.mode == 'RGB' and im.size == (SIZE, SIZE)
-            with Image.open(osp.join(duts, split, split + '-Mask', name + '.png')) as im:
-                assert im.format == 'PNG' and im.mode == 'L' and im.size == (SIZE, SIZE)
-                mask = np.array(im)
-            assert (mask == 255).any() and (mask == 0).any()
-            soft += int(((mask > 0) & (mask < 255)).sum())
-            total += mask.size
-    assert 0 < soft < 0.08 * total  # binary masks with a few anti-aliased edge pixels
-
-
-def test_duts_soft_edges_are_rare_at_default_size():
-    fracs = [float(((m > 0) & (m < 255)).mean()) for m in
-             (gdd.render_duts_sample(np.random.default_rng([0, k]), 96)[1] for k in range(8))]
-    assert max(fracs) < 0.05 and np.mean(fracs) > 0.001, fracs
-
-
-# ------------------------------------------------------------------------------- CLI
-def test_cli_only_duts(tmp_path, capsys):
-    rc = gdd.main(['--out', str(tmp_path), '--only', 'duts', '--duts-train', '2',
-                   '--duts-test', '1', '--size', '24', '--seed', '3'])
-    assert rc == 0
-    assert sorted(os.listdir(str(tmp_path))) == ['DUTS']
-    assert len(os.listdir(str(tmp_path / 'DUTS' / 'DUTS-TR' / 'DUTS-TR-Image'))) == 2
-    assert '[duts]' in capsys.readouterr().out
-
-
-def test_cli_only_voc_matches_library(tmp_path):
-    gdd.main(['--out', str(tmp_path / 'cli'), '--only', 'voc', '--voc-train', '5', '--voc-val', '2',
-              '--size', '24', '--seed', '7'])
-    gdd.generate_voc_aug(str(tmp_path / 'lib'), num_train=5, num_val=2, size=24, seed=7)
-    assert sorted(os.listdir(str(tmp_path / 'cli'))) == ['VOCdevkit']
+def test_cli_writes_what_the_library_writes(tmp_path):
+    proc = subprocess.run([sys.executable, SCRIPT, '--out', str(tmp_path / 'cli'), '--voc-train', '3', '--voc-val',
+                           '1', '--duts-train', '2', '--duts-test', '1', '--size', '24', '--seed', '7'],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '[voc]' in proc.stdout and '[duts]' in proc.stdout
+    generate_demo_data(str(tmp_path / 'lib'), voc_train=3, voc_val=1, duts_train=2, duts_test=1, size=24, seed=7)
+    assert sorted(os.listdir(str(tmp_path / 'cli'))) == ['DUTS', 'VOCdevkit']
     assert _tree_digest(tmp_path / 'cli') == _tree_digest(tmp_path / 'lib')
 
 
-# ------------------------------------------------------------------------------- mmseg
-def test_mmseg_pascal_voc_dataset_loads(data):
-    from mmseg.datasets import PascalVOCDataset
-    from mmseg.utils import register_all_modules
-    register_all_modules()
-    root, _ = data
-    pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
-                dict(type='PackSegInputs')]
-    for split, prefix in (('train', 'SegmentationClassAug'), ('aug', 'SegmentationClassAug'),
-                          ('val', 'SegmentationClass')):
-        ds = PascalVOCDataset(
-            data_root=_voc(root), ann_file=f'ImageSets/Segmentation/{split}.txt',
-            data_prefix=dict(img_path='JPEGImages', seg_map_path=prefix), pipeline=pipeline)
-        ids = _read_list(root, split)
-        assert len(ds) == len(ids)
-        for k in range(len(ds)):
-            sample = ds[k]
-            img = sample['inputs']
-            gt = sample['data_samples'].gt_sem_seg.data
-            assert tuple(img.shape) == (3, SIZE, SIZE)
-            assert tuple(gt.shape) == (1, SIZE, SIZE)
-            assert set(gt.unique().tolist()) <= set(range(21)) | {255}
-            assert osp.basename(sample['data_samples'].img_path) == ids[k] + '.jpg'
-            np.testing.assert_array_equal(gt[0].numpy(), _label(root, ids[k]))
+def test_cli_only_duts(tmp_path):
+    proc = subprocess.run([sys.executable, SCRIPT, '--out', str(tmp_path), '--only', 'duts', '--duts-train', '2',
+                           '--duts-test', '1', '--size', '24'], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(str(tmp_path))) == ['DUTS']
+    assert len(os.listdir(str(tmp_path / 'DUTS' / 'DUTS-TR' / 'DUTS-TR-Image'))) == 2
