@@ -25,8 +25,13 @@ class LoadBinaryAnnotations(LoadAnnotations):
     The mask is decoded as 8-bit grayscale (Pillow's ``convert('L')``), so single-channel, RGB and
     palette masks all give the luminance of the stored colour, then thresholded as in the saliency
     evaluation protocol (``> 128``). ``gt_seg_map`` is ``uint8`` in ``{0, 1}``; the dataset's
-    ``label_map`` (custom classes), if any, is applied afterwards. A mask stored as 0/1 values would
-    become all background: ``tools/dataset_converters/check_saliency_dataset.py`` reports such masks.
+    ``label_map`` (custom classes), if any, is applied afterwards.
+
+    Refused, with the file named (``tools/dataset_converters/check_saliency_dataset.py`` finds them all at
+    once): a file that does not decode (truncated or corrupt); a mask whose size differs from the image
+    loaded before it (``ori_shape`` of ``LoadImageFromFile``); a non-empty mask with no value above the
+    threshold (a 0/1 or 0/100 label map), which would silently become all background (for such masks pass a
+    lower ``threshold``, e.g. ``threshold=0`` for 0/1).
 
     Args:
         threshold: grayscale level in ``[0, 255)``; pixels strictly above it are foreground.
@@ -34,8 +39,9 @@ class LoadBinaryAnnotations(LoadAnnotations):
         backend_args: file backend arguments (mmengine ``fileio``).
 
     Raises:
-        ValueError: on a bad ``threshold``, or at load time if the dataset asks for
-            ``reduce_zero_label`` (meaningless for binary masks).
+        ValueError: on a bad ``threshold``; at load time if the dataset asks for ``reduce_zero_label``
+            (meaningless for binary masks), on a size mismatch or a mask that binarising would empty.
+        OSError: at load time, naming the file, if it cannot be read or decoded.
     """
 
     def __init__(self, *, threshold: int = 128, imdecode_backend: str = 'pillow',
@@ -49,11 +55,26 @@ class LoadBinaryAnnotations(LoadAnnotations):
         if results.get('reduce_zero_label', False):
             raise ValueError(f"LoadBinaryAnnotations: reduce_zero_label=True makes no sense for binary masks "
                              f"({results.get('seg_map_path')}); build the dataset with reduce_zero_label=False")
-        img_bytes = fileio.get(results['seg_map_path'], backend_args=self.backend_args)
-        gray = mmcv.imfrombytes(img_bytes, flag='grayscale', backend=self.imdecode_backend)
-        if gray.ndim != 2:
-            raise ValueError(f"could not decode {results['seg_map_path']} as a single-channel mask "
-                             f'(got shape {gray.shape})')
+        path = results['seg_map_path']
+        try:
+            img_bytes = fileio.get(path, backend_args=self.backend_args)
+            gray = mmcv.imfrombytes(img_bytes, flag='grayscale', backend=self.imdecode_backend)
+        except Exception as err:  # Pillow's "image file is truncated" does not say which file
+            raise OSError(f'LoadBinaryAnnotations: cannot read the mask {path}: {type(err).__name__}: {err}') \
+                from err
+        if gray is None or gray.ndim != 2:
+            shape = None if gray is None else gray.shape
+            raise OSError(f'LoadBinaryAnnotations: could not decode {path} as a single-channel mask (got {shape})')
+        img_shape = results.get('ori_shape')  # the image as decoded from its file by LoadImageFromFile
+        if img_shape is not None and tuple(img_shape[:2]) != gray.shape:
+            raise ValueError(f'LoadBinaryAnnotations: the mask {path} is {gray.shape[1]}x{gray.shape[0]} (WxH) but '
+                             f"its image {results.get('img_path', '')} is {img_shape[1]}x{img_shape[0]}")
+        top = int(gray.max()) if gray.size else 0
+        if 0 < top <= self.threshold:
+            raise ValueError(f'LoadBinaryAnnotations: the mask {path} holds values up to {top} but none above '
+                             f'threshold={self.threshold}: binarised it would be all background. Is it a 0/1 or '
+                             f'0/{top} label map? Convert it to 0/255, or pass a lower threshold (values > '
+                             f'threshold are foreground, e.g. threshold=0 for 0/1 masks)')
         gt = (gray > self.threshold).astype(np.uint8)
         label_map = results.get('label_map')
         if label_map:

@@ -50,3 +50,38 @@ def test_errors(tmp_path):
     Image.fromarray(VALUES).save(tmp_path / 'm.png')
     with pytest.raises(ValueError, match='reduce_zero_label'):
         LoadBinaryAnnotations()(dict(seg_map_path=str(tmp_path / 'm.png'), reduce_zero_label=True, seg_fields=[]))
+
+
+def test_truncated_mask_names_the_file(tmp_path):
+    mask = np.where(np.random.default_rng(0).random((40, 40)) < 0.5, 0, 255).astype(np.uint8)
+    Image.fromarray(mask).save(tmp_path / 'cut.png')
+    data = (tmp_path / 'cut.png').read_bytes()
+    (tmp_path / 'cut.png').write_bytes(data[:len(data) * 2 // 3])
+    with pytest.raises(OSError, match=r'cut\.png'):
+        _load(tmp_path / 'cut.png')
+    (tmp_path / 'junk.png').write_bytes(b'not an image at all')
+    with pytest.raises(OSError, match=r'junk\.png'):
+        _load(tmp_path / 'junk.png')
+
+
+def test_mask_of_another_size_than_its_image_is_refused(tmp_path):
+    Image.fromarray(VALUES).save(tmp_path / 'm.png')  # 4x2 (WxH)
+    results = dict(seg_map_path=str(tmp_path / 'm.png'), reduce_zero_label=False, seg_fields=[],
+                   img_path='img.jpg', ori_shape=(3, 4), img_shape=(3, 4))
+    with pytest.raises(ValueError, match=r'm\.png is 4x2 .*img\.jpg is 4x3'):
+        LoadBinaryAnnotations()(results)
+    results.update(ori_shape=(2, 4), img_shape=(8, 16))  # a resize before loading the mask is fine
+    assert LoadBinaryAnnotations()(results)['gt_seg_map'].shape == (2, 4)
+
+
+@pytest.mark.parametrize('high', [1, 100, 128])
+def test_label_map_masks_that_would_become_background_are_refused(tmp_path, high):
+    mask = np.zeros((6, 6), np.uint8)
+    mask[2:4, 2:4] = high
+    Image.fromarray(mask).save(tmp_path / 'lm.png')
+    with pytest.raises(ValueError, match=rf'lm\.png holds values up to {high} .*all background'):
+        _load(tmp_path / 'lm.png')
+    lower = high - 1
+    np.testing.assert_array_equal(_load(tmp_path / 'lm.png', threshold=lower)['gt_seg_map'], mask > lower)
+    Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / 'empty.png')  # no salient object: fine
+    assert not _load(tmp_path / 'empty.png')['gt_seg_map'].any()
