@@ -2,7 +2,9 @@
 
 Every calibrator is an ``nn.Module`` with ``fit(...)`` on validation logits (in memory or streamed in minibatches,
 optionally pixel-subsampled) and ``forward(logits)`` returning calibrated logits; see
-:mod:`calibseg.calibrators.base` for the data conventions and memory bounds.
+:mod:`calibseg.calibrators.data` for the data conventions and memory bounds, :mod:`calibseg.calibrators.optim`
+for the optimisers, :mod:`calibseg.calibrators.io` for the file format and :mod:`calibseg.calibrators.names`
+for the short names (``ts``, ``cts``, ``vs``, ``lts``, ``tsb``).
 
 =================================  =============================================  ==============================
 calibrator                         map                                            fitted by
@@ -15,16 +17,27 @@ calibrator                         map                                          
 ``BinaryTemperatureBiasScaling``   ``z / T + b`` (one channel)                    BCE (L-BFGS)
 =================================  =============================================  ==============================
 """
-from .base import BaseCalibrator, BinaryCalibrator, DataSource
+from .base import BaseCalibrator, BinaryCalibrator
 from .binary_temperature_bias_scaling import BinaryTemperatureBiasScaling
 from .binary_temperature_scaling import BinaryTemperatureScaling
 from .classwise_temperature_scaling import ClasswiseTemperatureScaling
-from .io import CALIBRATORS, build_calibrator, fold_temperature_into_conv, load_calibrator, save_calibrator
-from .local_temperature_scaling import LocalTemperatureScaling
-from .temperature_scaling import DEFAULT_GRID, TemperatureScaling, grid_statistics
+from .data import DataSource, PixelPasses, select_pixels
+from .io import (
+    CALIBRATORS,
+    CalibratorFileError,
+    build_calibrator,
+    fold_temperature_into_conv,
+    load_calibrator,
+    save_calibrator,
+)
+from .local_temperature_scaling import LocalTemperatureScaling, image_at_logits_size
+from .names import BINARY_CALIBRATOR_ALIASES, CALIBRATOR_ALIASES, resolve_calibrator_method
+from .temperature_scaling import DEFAULT_GRID, TemperatureScaling, grid_statistics, nll_statistics
 from .vector_scaling import VectorScaling
 
-__all__ = ['BaseCalibrator', 'BinaryCalibrator', 'DataSource', 'TemperatureScaling', 'ClasswiseTemperatureScaling',
-           'VectorScaling', 'LocalTemperatureScaling', 'BinaryTemperatureScaling', 'BinaryTemperatureBiasScaling',
-           'CALIBRATORS', 'build_calibrator', 'save_calibrator', 'load_calibrator', 'fold_temperature_into_conv',
-           'DEFAULT_GRID', 'grid_statistics']
+__all__ = ['BaseCalibrator', 'BinaryCalibrator', 'DataSource', 'PixelPasses', 'select_pixels',
+           'TemperatureScaling', 'ClasswiseTemperatureScaling', 'VectorScaling', 'LocalTemperatureScaling',
+           'BinaryTemperatureScaling', 'BinaryTemperatureBiasScaling', 'CALIBRATORS', 'CalibratorFileError',
+           'build_calibrator', 'save_calibrator', 'load_calibrator', 'fold_temperature_into_conv', 'DEFAULT_GRID',
+           'grid_statistics', 'nll_statistics', 'CALIBRATOR_ALIASES', 'BINARY_CALIBRATOR_ALIASES',
+           'resolve_calibrator_method', 'image_at_logits_size']

@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import BinaryCalibrator, DataSource, check_positive_float, check_positive_int, lbfgs_fit
+from ..utils.validation import check_positive_float, check_positive_int
+from .base import BinaryCalibrator
+from .data import DataSource
+from .optim import lbfgs_fit
 
 __all__ = ['BinaryTemperatureBiasScaling']
 
@@ -31,8 +34,8 @@ class BinaryTemperatureBiasScaling(BinaryCalibrator):
 
     def __init__(self, *, max_iter: int = 100, tolerance_grad: float = 1e-9) -> None:
         super().__init__()
-        self.max_iter = check_positive_int(max_iter, 'max_iter')
-        self.tolerance_grad = check_positive_float(tolerance_grad, 'tolerance_grad')
+        self.max_iter = check_positive_int('max_iter', max_iter)
+        self.tolerance_grad = check_positive_float('tolerance_grad', tolerance_grad)
         self.log_temperature = nn.Parameter(torch.zeros(()))
         self.bias = nn.Parameter(torch.zeros(()))
 

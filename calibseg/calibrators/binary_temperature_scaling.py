@@ -16,15 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import (
-    BinaryCalibrator,
-    DataSource,
-    PixelPasses,
-    check_bounds,
-    check_positive_float,
-    check_positive_int,
-    newton_inverse_temperature,
-)
+from ..utils.validation import check_bounds, check_positive_float, check_positive_int
+from .base import BinaryCalibrator, check_temperature_range
+from .data import DataSource, PixelPasses
+from .optim import newton_inverse_temperature
 
 __all__ = ['BinaryTemperatureScaling']
 
@@ -44,15 +39,19 @@ class BinaryTemperatureScaling(BinaryCalibrator):
     def __init__(self, *, t_min: float = 0.01, t_max: float = 100.0, tol: float = 1e-8,
                  max_iter: int = 100) -> None:
         super().__init__()
-        self.t_min, self.t_max = check_bounds(t_min, t_max)
-        self.tol = check_positive_float(tol, 'tol')
-        self.max_iter = check_positive_int(max_iter, 'max_iter')
+        self.t_min, self.t_max = check_bounds('t_min', t_min, 't_max', t_max)
+        self.tol = check_positive_float('tol', tol)
+        self.max_iter = check_positive_int('max_iter', max_iter)
         self.log_temperature = nn.Parameter(torch.zeros(()))
 
     @property
     def temperature(self) -> Tensor:
         """The fitted temperature (0-d tensor)."""
         return self.log_temperature.exp()
+
+    def check_parameters(self) -> None:
+        super().check_parameters()
+        check_temperature_range(self.method, self.temperature, self.t_min, self.t_max)
 
     def get_config(self) -> Dict[str, Any]:
         return {'t_min': self.t_min, 't_max': self.t_max, 'tol': self.tol, 'max_iter': self.max_iter}
@@ -71,18 +70,20 @@ class BinaryTemperatureScaling(BinaryCalibrator):
 
         Returns:
             ``self``; ``fit_info`` holds ``temperature`` (float64), ``num_pixels``, ``num_images``, ``passes``,
-            ``bce_at_t1`` and ``bce``.
+            ``bce_at_t1``, ``bce``, ``converged`` and ``at_bound`` (a fit that does not converge warns).
         """
         passes = self._binary_passes(data, labels, ignore_index=ignore_index,
                                      max_pixels_per_image=max_pixels_per_image, generator=generator, cache=cache)
         beta, info = newton_inverse_temperature(lambda b: _bce_stats(passes, b), t_min=self.t_min,
-                                                t_max=self.t_max, tol=self.tol, max_iter=self.max_iter)
+                                                t_max=self.t_max, tol=self.tol, max_iter=self.max_iter,
+                                                name='BinaryTemperatureScaling.fit')
         with torch.no_grad():
             self.log_temperature.fill_(-math.log(beta))
         n = passes.num_pixels
         self.fit_info = {'temperature': 1.0 / beta, 'num_pixels': n, 'num_images': passes.num_images,
                          'passes': info['passes'],
-                         'converged': info['converged'], 'bce': info['objective'] / n}
+                         'converged': info['converged'], 'at_bound': info['at_bound'],
+                         'bce': info['objective'] / n}
         if self.t_min <= 1.0 <= self.t_max:
             self.fit_info['bce_at_t1'] = info['objective_at_start'] / n
         self._mark_fitted()

@@ -28,20 +28,34 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
-from .base import (
-    BaseCalibrator,
-    DataSource,
+from ..utils.validation import (
+    check_choice,
+    check_int,
     check_labels,
-    check_logits,
+    check_non_negative,
     check_positive_float,
     check_positive_int,
-    make_stream,
-    unpack_batch,
 )
+from .base import BaseCalibrator
+from .data import DataSource, check_logits, make_stream, unpack_batch
 
-__all__ = ['LocalTemperatureScaling']
+__all__ = ['LocalTemperatureScaling', 'image_at_logits_size']
 
 _ACTIVATIONS = ('softplus', 'exp')
+
+
+def image_at_logits_size(inputs: Tensor, size: Sequence[int]) -> Tensor:
+    """The (normalised) input images ``(N, C, H, W)`` average-pooled to the logit map's ``(h, w)``: LTS's image
+    input (``use_image=True``).
+
+    Example:
+        >>> image_at_logits_size(torch.arange(16.).view(1, 1, 4, 4), (2, 2)).flatten().tolist()
+        [2.5, 4.5, 10.5, 12.5]
+    """
+    size = tuple(int(s) for s in size)
+    if tuple(inputs.shape[2:]) == size:
+        return inputs
+    return F.adaptive_avg_pool2d(inputs, size)
 
 
 class LocalTemperatureScaling(BaseCalibrator):
@@ -68,16 +82,16 @@ class LocalTemperatureScaling(BaseCalibrator):
         if not isinstance(use_image, bool):
             raise ValueError(f'use_image must be a bool, got {use_image!r}')
         self.use_image = use_image
-        self.image_channels = check_positive_int(image_channels, 'image_channels')
-        self.hidden_channels = check_positive_int(hidden_channels, 'hidden_channels')
+        self.image_channels = check_positive_int('image_channels', image_channels)
+        self.hidden_channels = check_positive_int('hidden_channels', hidden_channels)
         dilations = tuple(dilations)
         if not dilations:
             raise ValueError('dilations must contain at least one dilation')
-        self.dilations = tuple(check_positive_int(d, 'dilations entries') for d in dilations)
+        self.dilations = tuple(check_positive_int('dilations entries', d) for d in dilations)
         if activation not in _ACTIVATIONS:
             raise ValueError(f'activation must be one of {_ACTIVATIONS}, got {activation!r}')
         self.activation = activation
-        self.min_temperature = check_positive_float(min_temperature, 'min_temperature')
+        self.min_temperature = check_positive_float('min_temperature', min_temperature)
         if self.min_temperature >= 1.0:
             raise ValueError(f'min_temperature must be < 1 (T starts at 1), got {min_temperature!r}')
         if isinstance(init_seed, bool) or not isinstance(init_seed, int):
@@ -122,7 +136,7 @@ class LocalTemperatureScaling(BaseCalibrator):
         return head + ', fitted'
 
     def _check_inputs(self, logits: Tensor, image: Optional[Tensor], name: str) -> None:
-        check_logits(logits, self.num_classes, name=f'logits{name}')
+        check_logits(f'logits{name}', logits, self.num_classes)
         if logits.dim() != 4:
             raise ValueError(f'logits{name} must have shape (N, K, H, W) for local temperature scaling, got '
                              f'{tuple(logits.shape)}')
@@ -171,36 +185,55 @@ class LocalTemperatureScaling(BaseCalibrator):
 
     def fit(self, data: DataSource, labels: Optional[Tensor] = None, images: Optional[Tensor] = None, *,
             ignore_index: Optional[int] = 255, epochs: int = 10, lr: float = 1e-2, weight_decay: float = 0.0,
-            ) -> 'LocalTemperatureScaling':
+            loss_resolution: str = 'native', align_corners: bool = False) -> 'LocalTemperatureScaling':
         """Train the temperature network with Adam, one step per minibatch of the source.
 
-        Each step minimises the mean NLL over the minibatch's labelled pixels,
-        ``(1/|V|) sum_{x in V} -log softmax(z(x) / T(x))_{y(x)}``; minibatches without labelled pixels are skipped.
+        Each step minimises the mean NLL over the minibatch's labelled pixels ``V``,
+        ``(1/|V|) sum_{x in V} -log softmax(r(z / T)(x))_{y(x)}``; minibatches without labelled pixels are skipped.
+        ``r`` depends on ``loss_resolution``:
+
+        * ``'native'``: the identity; the labels have the logits' size (e.g. sampled at the logit pixels).
+        * ``'labels'``: the bilinear resize of the calibrated logits to the labels' size (``align_corners`` as
+          the segmentor's), i.e. mmseg's ``predict_by_feat``: ``T(x)`` is computed on the native logits and the
+          loss is taken on the logits the test metrics see, at every labelled pixel (how
+          :class:`~calibseg.models.segmentors.CalibratedEncoderDecoder` applies it).
 
         Args:
-            data: logits ``(N, K, H, W)`` (with ``labels`` and, for ``use_image``, ``images``; one minibatch), or a
+            data: logits ``(N, K, h, w)`` (with ``labels`` and, for ``use_image``, ``images``; one minibatch), or a
                 re-iterable source of ``(logits, labels)`` / ``(logits, labels, image)`` minibatches.
-            labels: labels ``(N, H, W)`` of in-memory logits.
-            images: images ``(N, C, H, W)`` of in-memory logits.
+            labels: labels ``(N, H, W)`` of in-memory logits (``(H, W) == (h, w)`` unless ``loss_resolution`` is
+                ``'labels'``).
+            images: images ``(N, C, h, w)`` of in-memory logits.
             ignore_index: label value excluded from the loss.
             epochs: passes over the source.
             lr: Adam's learning rate.
             weight_decay: Adam's L2 weight decay.
+            loss_resolution: ``'native'`` or ``'labels'`` (above).
+            align_corners: of the bilinear resize (``'labels'`` only).
 
         Returns:
-            ``self``; ``fit_info`` holds ``num_pixels`` and ``num_images`` (per epoch), ``steps``, ``epoch_nll``
-            (pixel-weighted mean of the minibatch losses in each epoch, each taken before its step) and
-            ``temperature_mean`` / ``temperature_min`` / ``temperature_max`` of ``T(x)`` over the labelled pixels
-            of the last epoch (as seen during training).
+            ``self``; ``fit_info`` holds ``num_pixels`` (labelled pixels per epoch) and ``num_images``,
+            ``steps``, ``epoch_nll`` (pixel-weighted mean of the minibatch losses in each epoch, each taken before
+            its step), ``loss_resolution`` and ``temperature_mean`` / ``temperature_min`` / ``temperature_max``:
+            the mean, min and max of ``T(x)`` over **every pixel of the temperature maps** (the native logit
+            pixels, labelled or not: the map the calibrator applies at test time) of the last epoch's minibatches
+            with labelled pixels, as computed during training (before each step).
+
+        Example:
+            >>> g = torch.Generator().manual_seed(0)
+            >>> z, y = torch.randn(2, 3, 4, 4, generator=g), torch.randint(0, 3, (2, 8, 8), generator=g)
+            >>> lts = LocalTemperatureScaling(num_classes=3).fit(z, y, epochs=2, loss_resolution='labels')
+            >>> lts.fit_info['num_pixels'], lts.fit_info['steps']
+            (128, 2)
         """
-        epochs = check_positive_int(epochs, 'epochs')
-        lr = check_positive_float(lr, 'lr')
-        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-            raise ValueError(f'weight_decay must be a number >= 0, got {weight_decay!r}')
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise ValueError(f'ignore_index must be an int or None, got {ignore_index!r}')
+        epochs = check_positive_int('epochs', epochs)
+        lr = check_positive_float('lr', lr)
+        weight_decay = check_non_negative('weight_decay', weight_decay)
+        ignore_index = check_int('ignore_index', ignore_index, allow_none=True)
+        check_choice('loss_resolution', loss_resolution, ('native', 'labels'))
+        resize = loss_resolution == 'labels'
         stream = make_stream(data, labels, images)
-        optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=float(weight_decay))
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
         device = self._device
         steps = 0
         epoch_nll = []
@@ -208,24 +241,33 @@ class LocalTemperatureScaling(BaseCalibrator):
         t_stats: Tuple[float, float, float] = (0.0, math.inf, -math.inf)
         for epoch in range(epochs):
             loss_sum, pixels, images_seen = 0.0, 0, 0
-            t_sum, t_min, t_max = 0.0, math.inf, -math.inf
+            t_sum, t_count, t_min, t_max = 0.0, 0, math.inf, -math.inf
             for index, batch in enumerate(stream()):
                 logits, target, image = unpack_batch(batch, index)
                 self._check_inputs(logits, image, f' of batch {index}')
-                check_labels(target, logits, self.num_classes, ignore_index, name=f'labels of batch {index}')
+                if resize:
+                    shape = None if not isinstance(target, Tensor) or target.dim() != 3 \
+                        or target.shape[0] != logits.shape[0] else tuple(target.shape)
+                    if shape is None:
+                        raise ValueError(f'labels of batch {index} must have shape (N, H, W) with N = '
+                                         f'{logits.shape[0]} (the logits\' batch), got '
+                                         f'{tuple(getattr(target, "shape", ()))}')
+                else:
+                    shape = logits.shape[:1] + logits.shape[2:]
+                check_labels(f'labels of batch {index}', target, self.num_classes, ignore_index=ignore_index,
+                             shape=shape)
                 logits = logits.to(device)
                 target = target.to(device).long()
                 image = image.to(device) if image is not None else None
-                if ignore_index is None:
-                    valid = torch.ones_like(target, dtype=torch.bool)
-                else:
-                    valid = target != ignore_index
-                count = int(valid.sum())
+                count = target.numel() if ignore_index is None else int((target != ignore_index).sum())
                 images_seen += logits.shape[0]
                 if count == 0:
                     continue
                 temperature = self._temperature(logits, image)
                 calibrated = logits.to(temperature.dtype) / temperature
+                if resize:
+                    calibrated = F.interpolate(calibrated, size=target.shape[1:], mode='bilinear',
+                                               align_corners=align_corners)
                 loss = F.cross_entropy(calibrated, target, reduction='sum',
                                        ignore_index=-100 if ignore_index is None else ignore_index) / count
                 optimizer.zero_grad()
@@ -235,16 +277,18 @@ class LocalTemperatureScaling(BaseCalibrator):
                 loss_sum += float(loss.detach()) * count
                 pixels += count
                 if epoch == epochs - 1:
-                    t_valid = temperature.detach().squeeze(1)[valid]
-                    t_sum += float(t_valid.double().sum())
-                    t_min, t_max = min(t_min, float(t_valid.min())), max(t_max, float(t_valid.max()))
+                    t = temperature.detach()
+                    t_sum, t_count = t_sum + float(t.double().sum()), t_count + t.numel()
+                    t_min, t_max = min(t_min, float(t.min())), max(t_max, float(t.max()))
             if pixels == 0:
                 raise ValueError('the data source yielded no labelled pixels (empty, or every label is '
                                  f'ignore_index={ignore_index})')
             epoch_nll.append(loss_sum / pixels)
-            t_stats = (t_sum / pixels, t_min, t_max) if epoch == epochs - 1 else t_stats
+            if epoch == epochs - 1:
+                t_stats = (t_sum / t_count, t_min, t_max)
         self.fit_info = {'num_pixels': pixels, 'num_images': images_seen, 'epochs': epochs, 'steps': steps,
-                         'epoch_nll': epoch_nll, 'temperature_mean': t_stats[0], 'temperature_min': t_stats[1],
+                         'epoch_nll': epoch_nll, 'loss_resolution': loss_resolution,
+                         'temperature_mean': t_stats[0], 'temperature_min': t_stats[1],
                          'temperature_max': t_stats[2]}
         self._mark_fitted()
         return self

@@ -19,22 +19,17 @@ Memory: O(one batch) plus a ``2**16``-pixel float64 chunk; with ``cache=True`` t
 ``images * max_pixels_per_image * (4 K + 8)`` bytes (all labelled pixels without subsampling).
 """
 import math
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .base import (
-    BaseCalibrator,
-    DataSource,
-    PixelPasses,
-    check_bounds,
-    check_positive_float,
-    check_positive_int,
-    newton_inverse_temperature,
-)
+from ..utils.validation import check_bounds, check_choice, check_positive_float, check_positive_int
+from .base import BaseCalibrator, check_temperature_range
+from .data import DataSource, PixelPasses
+from .optim import newton_inverse_temperature
 
-__all__ = ['TemperatureScaling', 'grid_statistics', 'DEFAULT_GRID']
+__all__ = ['TemperatureScaling', 'grid_statistics', 'nll_statistics', 'DEFAULT_GRID']
 
 #: The benchmark grid T in {0.1, 0.2, ..., 10.0} (``i / 10`` is the closest double to each decimal).
 DEFAULT_GRID: Tuple[float, ...] = tuple(i / 10 for i in range(1, 101))
@@ -43,7 +38,8 @@ _GRID_BLOCK = 1 << 22  # float32 elements of one (temperatures x pixels x classe
 _GRID_TEMPERATURES_PER_BLOCK = 16
 
 
-def grid_statistics(passes: PixelPasses, temperatures: Sequence[float], *, num_bins: int = 15) -> Dict[str, Tensor]:
+def grid_statistics(passes: PixelPasses, temperatures: Sequence[float], *, num_bins: int = 15,
+                    reduce: Optional[Callable[[Tensor], Tensor]] = None) -> Dict[str, Tensor]:
     """One pass over ``passes`` accumulating top-label histograms and NLL sums for every temperature.
 
     With ``d_i = z_i - max_k z_{i,k}`` and ``S_i(T) = sum_k exp(d_{i,k} / T)``, the confidence is ``1 / S_i(T)`` and
@@ -54,12 +50,14 @@ def grid_statistics(passes: PixelPasses, temperatures: Sequence[float], *, num_b
         passes: the pixel source (one pass is made).
         temperatures: G positive temperatures.
         num_bins: B equal-width confidence bins.
+        reduce: sums a float64 tensor over processes (a distributed fit): the sums are reduced before the
+            ECE and mean NLL are computed.
 
     Returns:
         ``count``, ``confidence``, ``correct`` of shape ``(G, B)`` and ``nll`` of shape ``(G,)`` (float64 sums),
         ``num_pixels``, ``ece`` (``sum_b |correct_b - confidence_b| / N``) and ``mean_nll``, shape ``(G,)``.
     """
-    num_bins = check_positive_int(num_bins, 'num_bins')
+    num_bins = check_positive_int('num_bins', num_bins)
     temps = torch.as_tensor(list(temperatures), dtype=torch.float64)
     n_t = temps.numel()
     size = n_t * num_bins
@@ -95,6 +93,13 @@ def grid_statistics(passes: PixelPasses, temperatures: Sequence[float], *, num_b
     shape = (n_t, num_bins)
     count, conf_sum, acc_sum = (t.view(shape).cpu() for t in (count, conf_sum, acc_sum))
     nll = nll.cpu()
+    if reduce is not None:
+        sizes = [count.numel(), conf_sum.numel(), acc_sum.numel(), nll.numel(), 1]
+        vector = torch.cat([count.flatten(), conf_sum.flatten(), acc_sum.flatten(), nll,
+                            torch.tensor([float(total)], dtype=torch.float64)])
+        count, conf_sum, acc_sum, nll, pixels = torch.split(reduce(vector).cpu(), sizes)
+        count, conf_sum, acc_sum = (t.reshape(shape) for t in (count, conf_sum, acc_sum))
+        total = int(pixels[0])
     return {'count': count, 'confidence': conf_sum, 'correct': acc_sum, 'nll': nll, 'num_pixels': total,
             'ece': (acc_sum - conf_sum).abs().sum(dim=1) / total, 'mean_nll': nll / total}
 
@@ -129,28 +134,31 @@ class TemperatureScaling(BaseCalibrator):
                  grid_metric: str = 'ece', num_bins: int = 15, t_min: float = 0.01, t_max: float = 100.0,
                  tol: float = 1e-8, max_iter: int = 100) -> None:
         super().__init__(num_classes=num_classes)
-        if method not in ('nll', 'grid'):
-            raise ValueError(f"method must be 'nll' or 'grid', got {method!r}")
-        if grid_metric not in ('ece', 'nll'):
-            raise ValueError(f"grid_metric must be 'ece' or 'nll', got {grid_metric!r}")
+        check_choice('method', method, ('nll', 'grid'))
+        check_choice('grid_metric', grid_metric, ('ece', 'nll'))
         self.fit_method = method
         if grid is None:
             grid = DEFAULT_GRID
-        grid = [check_positive_float(t, 'grid entries') for t in grid]
+        grid = [check_positive_float('grid entries', t) for t in grid]
         if not grid:
             raise ValueError('grid must contain at least one temperature')
         self.grid = tuple(grid)
         self.grid_metric = grid_metric
-        self.num_bins = check_positive_int(num_bins, 'num_bins')
-        self.t_min, self.t_max = check_bounds(t_min, t_max)
-        self.tol = check_positive_float(tol, 'tol')
-        self.max_iter = check_positive_int(max_iter, 'max_iter')
+        self.num_bins = check_positive_int('num_bins', num_bins)
+        self.t_min, self.t_max = check_bounds('t_min', t_min, 't_max', t_max)
+        self.tol = check_positive_float('tol', tol)
+        self.max_iter = check_positive_int('max_iter', max_iter)
         self.log_temperature = nn.Parameter(torch.zeros(()))
 
     @property
     def temperature(self) -> Tensor:
         """The fitted temperature ``T`` (a 0-d tensor)."""
         return self.log_temperature.exp()
+
+    def check_parameters(self) -> None:
+        super().check_parameters()
+        low, high = (min(self.grid), max(self.grid)) if self.fit_method == 'grid' else (self.t_min, self.t_max)
+        check_temperature_range(self.method, self.temperature, low, high)
 
     def get_config(self) -> Dict[str, Any]:
         return {'num_classes': self.num_classes, 'method': self.fit_method, 'grid': list(self.grid),
@@ -170,8 +178,8 @@ class TemperatureScaling(BaseCalibrator):
 
     def fit(self, data: DataSource, labels: Optional[Tensor] = None, *, ignore_index: Optional[int] = 255,
             max_pixels_per_image: Optional[int] = None, generator: Optional[torch.Generator] = None,
-            cache: bool = False) -> 'TemperatureScaling':
-        """Fit ``T`` on logits and labels (see :mod:`calibseg.calibrators.base` for the data conventions).
+            cache: bool = False, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> 'TemperatureScaling':
+        """Fit ``T`` on logits and labels (see :mod:`calibseg.calibrators.data` for the data conventions).
 
         Args:
             data: logits ``(N, K, H, W)`` / ``(P, K)`` (with ``labels``), or a re-iterable source of
@@ -181,19 +189,39 @@ class TemperatureScaling(BaseCalibrator):
             max_pixels_per_image: keep at most this many labelled pixels per image (needs ``generator``).
             generator: random source of the pixel subsampling.
             cache: keep the kept pixels in memory after the first pass (``M * (4 K + 8)`` bytes).
+            reduce: a distributed fit: a function summing a float64 tensor over the processes (e.g.
+                :func:`calibseg.utils.distributed.sum_across_ranks`), called by every process with the same
+                sizes: on the pixel count, on ``(f, f', f'')`` of every Newton pass and on the grid statistics,
+                so every process fits the same ``T`` on the union of the data. A process may then have no
+                labelled pixel (it still joins every reduction).
 
         Returns:
             ``self``; ``fit_info`` holds ``temperature`` (the fitted value in float64; the module stores
-            ``log T`` in its dtype), ``num_pixels``, ``num_images``, ``passes``, ``nll_at_t1`` (method ``'nll'``,
-            when ``T = 1`` lies in ``[t_min, t_max]``), ``nll`` (mean NLL at the last evaluated temperature,
-            within ``tol`` of the result) and, for the grid, ``ece`` and the per-temperature ``grid_ece`` and
-            ``grid_nll`` lists.
+            ``log T`` in its dtype), ``num_pixels`` (over all processes with ``reduce``), ``num_images`` (this
+            process), ``passes``, ``nll_at_t1`` (method ``'nll'``, when ``T = 1`` lies in ``[t_min, t_max]``),
+            ``nll`` (mean NLL at the last evaluated temperature, within ``tol`` of the result), ``converged``
+            and ``at_bound`` (method ``'nll'``; see :func:`~calibseg.calibrators.optim.newton_inverse_temperature`,
+            which warns when the fit does not converge) and, for the grid, ``ece`` and the per-temperature
+            ``grid_ece`` and ``grid_nll`` lists.
+
+        Example (a distributed fit in one process: ``reduce`` is then the identity):
+            >>> g = torch.Generator().manual_seed(0)
+            >>> z = torch.randn(2000, 4, generator=g) * 4
+            >>> y = torch.multinomial(torch.softmax(z / 2, 1), 1, generator=g).squeeze(1)
+            >>> ts = TemperatureScaling(num_classes=4).fit(z, y, ignore_index=None, reduce=lambda t: t)
+            >>> ts.fit_info['converged'], round(ts.fit_info['temperature'], 1)
+            (True, 2.0)
         """
+        if reduce is not None and not callable(reduce):
+            raise ValueError(f'reduce must be a callable summing a tensor over processes, got {reduce!r}')
         dtype = torch.float32 if self.fit_method == 'grid' else torch.float64
         passes = self._passes(data, labels, ignore_index=ignore_index, max_pixels_per_image=max_pixels_per_image,
-                              generator=generator, cache=cache, dtype=dtype)
+                              generator=generator, cache=cache, dtype=dtype, allow_empty=reduce is not None)
         if self.fit_method == 'grid':
-            stats = grid_statistics(passes, self.grid, num_bins=self.num_bins)
+            stats = grid_statistics(passes, self.grid, num_bins=self.num_bins, reduce=reduce)
+            n = stats['num_pixels']
+            if n == 0:
+                raise ValueError('the data source yielded no labelled pixels on any process')
             values = stats['ece'] if self.grid_metric == 'ece' else stats['mean_nll']
             best = int(torch.argmin(values))  # first minimum
             temperature = self.grid[best]
@@ -201,29 +229,52 @@ class TemperatureScaling(BaseCalibrator):
                     'grid_nll': stats['mean_nll'].tolist(), 'nll': float(stats['mean_nll'][best]),
                     'ece': float(stats['ece'][best])}
         else:
-            beta, newton = newton_inverse_temperature(lambda b: _nll_stats(passes, b), t_min=self.t_min,
-                                                      t_max=self.t_max, tol=self.tol, max_iter=self.max_iter)
+            def objective(beta: float) -> Tuple[float, float, float]:
+                local = nll_statistics(passes, beta)
+                if reduce is None:
+                    return local
+                return tuple(reduce(torch.tensor(local, dtype=torch.float64)).tolist())
+
+            beta, newton = newton_inverse_temperature(objective, t_min=self.t_min, t_max=self.t_max, tol=self.tol,
+                                                      max_iter=self.max_iter, name='TemperatureScaling.fit')
             temperature = 1.0 / beta
-            n = passes.num_pixels
-            info = {'passes': newton['passes'], 'converged': newton['converged'],
+            n = _total_pixels(passes, reduce)
+            info = {'passes': newton['passes'], 'converged': newton['converged'], 'at_bound': newton['at_bound'],
                     'nll': newton['objective'] / n}
             if self.t_min <= 1.0 <= self.t_max:
                 info['nll_at_t1'] = newton['objective_at_start'] / n
         with torch.no_grad():
             self.log_temperature.fill_(math.log(temperature))
-        self.fit_info = {'temperature': temperature, 'num_pixels': passes.num_pixels,
+        self.fit_info = {'temperature': temperature, 'num_pixels': n,
                          'num_images': passes.num_images, **info}
         self._mark_fitted()
         return self
 
 
-def _nll_stats(passes: PixelPasses, beta: float) -> Tuple[float, float, float]:
-    """``(sum NLL, d/dbeta, d2/dbeta2)`` of ``softmax(beta z)`` over one pass.
+def _total_pixels(passes: PixelPasses, reduce: Optional[Callable[[Tensor], Tensor]]) -> int:
+    """The fitted pixels over all processes (one reduction with ``reduce``); raises if there are none."""
+    n = passes.num_pixels
+    if reduce is not None:
+        n = int(reduce(torch.tensor([float(n)], dtype=torch.float64))[0])
+        if n == 0:
+            raise ValueError('the data source yielded no labelled pixels on any process')
+    return n
+
+
+def nll_statistics(passes: Iterable[Tuple[Tensor, Tensor]], beta: float) -> Tuple[float, float, float]:
+    """``(sum NLL, d/dbeta, d2/dbeta2)`` of ``softmax(beta z)`` over one pass of ``(z (P, K), y (P,))`` chunks.
 
     With ``c = z - max_k z_k`` (so ``c <= 0`` and the top class has ``c = 0``), ``e_k = exp(beta c_k)`` and
     ``S = sum_k e_k``: NLL ``= log S - beta c_y``, its derivative ``E[c] - c_y`` and second derivative
     ``Var[c] = E[c^2] - E[c]^2`` under ``p = e / S``. Centring at the maximum avoids overflow and the
     cancellation in ``E[c^2] - E[c]^2`` when ``p`` concentrates on the top class (both moments are then ~0).
+    These are sums, so the statistics of several processes add up (:meth:`TemperatureScaling.fit`'s ``reduce``).
+
+    Example:
+        >>> z, y = torch.tensor([[0.0, 0.0]], dtype=torch.float64), torch.tensor([0])
+        >>> f, g, h = nll_statistics([(z, y)], 1.0)
+        >>> round(f, 6), g, h  # log 2; the derivatives vanish for equal logits
+        (0.693147, 0.0, 0.0)
     """
     f = g = h = 0.0
     for z, y in passes:

@@ -16,7 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import BaseCalibrator, DataSource, check_positive_float, check_positive_int, lbfgs_fit
+from ..utils.validation import check_positive_float, check_positive_int
+from .base import BaseCalibrator
+from .data import DataSource
+from .optim import lbfgs_fit
 
 __all__ = ['VectorScaling']
 
@@ -34,8 +37,8 @@ class VectorScaling(BaseCalibrator):
 
     def __init__(self, *, num_classes: int, max_iter: int = 100, tolerance_grad: float = 1e-9) -> None:
         super().__init__(num_classes=num_classes)
-        self.max_iter = check_positive_int(max_iter, 'max_iter')
-        self.tolerance_grad = check_positive_float(tolerance_grad, 'tolerance_grad')
+        self.max_iter = check_positive_int('max_iter', max_iter)
+        self.tolerance_grad = check_positive_float('tolerance_grad', tolerance_grad)
         self.weight = nn.Parameter(torch.ones(num_classes))
         self.bias = nn.Parameter(torch.zeros(num_classes))
 

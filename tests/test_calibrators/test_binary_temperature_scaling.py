@@ -46,7 +46,7 @@ def test_invalid_inputs():
     with pytest.raises(RuntimeError, match='not fitted'):
         bts(torch.zeros(3))
     z, y = binary_data(100, seed=33)
-    with pytest.raises(ValueError, match=r'outside \[0, 1\]'):
+    with pytest.raises(ValueError, match=r'outside \[0, 2\)'):
         bts.fit(z, y + 2)
     with pytest.raises(ValueError, match='channels'):
         bts.fit(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long))

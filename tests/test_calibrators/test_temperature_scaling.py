@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from calibseg.calibrators import DEFAULT_GRID, TemperatureScaling, grid_statistics
-from calibseg.calibrators.base import PixelPasses, make_stream
+from calibseg.calibrators.data import PixelPasses, make_stream
 
 T0 = 2.5
 
@@ -122,8 +122,10 @@ def test_subsampling_is_reproducible_and_cache_is_equivalent(synth):
 
 def test_bounded_search_ends_at_bound(synth):
     z, y = synth.calibrated_pixels(2000, 3, seed=8)
-    ts = TemperatureScaling(num_classes=3, t_min=0.5, t_max=2.0).fit(z * 10.0, y, ignore_index=None)
+    with pytest.warns(RuntimeWarning, match='at or beyond t_max'):
+        ts = TemperatureScaling(num_classes=3, t_min=0.5, t_max=2.0).fit(z * 10.0, y, ignore_index=None)
     assert ts.temperature.item() == pytest.approx(2.0, rel=1e-6)
+    assert ts.fit_info['converged'] and ts.fit_info['at_bound'] == 't_max'
 
 
 def test_unfitted_and_invalid_inputs(synth):
@@ -138,7 +140,7 @@ def test_unfitted_and_invalid_inputs(synth):
         ts.fit(torch.where(z > 2, torch.tensor(float('nan')), z), y)
     with pytest.raises(ValueError, match='num_classes=3'):
         ts.fit(torch.zeros(10, 4), torch.zeros(10, dtype=torch.long))
-    with pytest.raises(ValueError, match=r'outside \[0, 2\]'):
+    with pytest.raises(ValueError, match=r'outside \[0, 3\)'):
         ts.fit(z, torch.full((100,), 7))
     with pytest.raises(ValueError, match='integer'):
         ts.fit(z, y.float())

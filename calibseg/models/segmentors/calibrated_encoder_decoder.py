@@ -46,56 +46,26 @@ import os.path as osp
 from typing import Any, Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import OptSampleList
 from torch import Tensor
 
-from ...calibrators import BaseCalibrator, LocalTemperatureScaling, load_calibrator
+from ...calibrators import (
+    BINARY_CALIBRATOR_ALIASES,
+    CALIBRATOR_ALIASES,
+    BaseCalibrator,
+    LocalTemperatureScaling,
+    image_at_logits_size,
+    load_calibrator,
+    resolve_calibrator_method,
+)
 
 __all__ = ['CalibratedEncoderDecoder', 'CALIBRATOR_ALIASES', 'BINARY_CALIBRATOR_ALIASES', 'resolve_calibrator_method',
            'image_at_logits_size']
 
-#: Short names (used by ``tools/fit_calibrator.py --method`` and the configs) of the multi-class calibrators.
-CALIBRATOR_ALIASES: Dict[str, str] = {
-    'ts': 'TemperatureScaling',
-    'cts': 'ClasswiseTemperatureScaling',
-    'vs': 'VectorScaling',
-    'lts': 'LocalTemperatureScaling',
-}
-#: Short names of the calibrators of one-channel heads: ``ts`` is the binary temperature, ``tsb`` adds a bias.
-BINARY_CALIBRATOR_ALIASES: Dict[str, str] = {
-    'ts': 'BinaryTemperatureScaling',
-    'tsb': 'BinaryTemperatureBiasScaling',
-}
 _CALIBRATOR_KEYS = ('file', 'method')
-
-
-def resolve_calibrator_method(method: str, out_channels: int) -> str:
-    """The calibrator class name for ``method`` (a short name or a class name) on a head with ``out_channels``.
-
-    Raises:
-        ValueError: an unknown name, or a calibrator that does not fit the head (a binary calibrator on a
-            multi-class head, or a multi-class one on a one-channel head).
-    """
-    aliases = BINARY_CALIBRATOR_ALIASES if out_channels == 1 else CALIBRATOR_ALIASES
-    if method in aliases:
-        return aliases[method]
-    if method in aliases.values():
-        return method
-    kind = 'a one-channel (binary) head' if out_channels == 1 else f'a {out_channels}-class head'
-    raise ValueError(f'calibrator method {method!r} does not apply to {kind}; choose one of '
-                     f'{sorted(aliases)} (or the class names {sorted(aliases.values())})')
-
-
-def image_at_logits_size(inputs: Tensor, size: Any) -> Tensor:
-    """The (normalised) input images average-pooled to the logit map's ``(h, w)``: LTS's image input."""
-    size = tuple(int(s) for s in size)
-    if tuple(inputs.shape[2:]) == size:
-        return inputs
-    return F.adaptive_avg_pool2d(inputs, size)
 
 
 def _check_decode_head(decode_head: Any) -> None:

@@ -6,6 +6,7 @@ from calibseg.calibrators import (
     CALIBRATORS,
     BinaryTemperatureBiasScaling,
     BinaryTemperatureScaling,
+    CalibratorFileError,
     ClasswiseTemperatureScaling,
     LocalTemperatureScaling,
     TemperatureScaling,
@@ -108,3 +109,94 @@ def test_fold_rejects(synth):
     with pytest.raises(ValueError, match='Conv2d'):
         fold_temperature_into_conv(nn.Linear(4, 3), ts)
     assert {VectorScaling, BinaryTemperatureScaling, BinaryTemperatureBiasScaling} <= set(CALIBRATORS.values())
+
+
+def test_save_is_atomic_and_refuses_to_overwrite(tmp_path, synth, monkeypatch):
+    calibrator, _ = fitted('TemperatureScaling', synth)
+    path = tmp_path / 'ts.pth'
+    save_calibrator(path, calibrator)
+    with pytest.raises(FileExistsError, match='refusing to overwrite'):
+        save_calibrator(path, calibrator, overwrite=False)
+    before = path.read_bytes()
+
+    def crash(obj, f, *args, **kwargs):  # the disk fills up half-way through the write
+        f.write(b'PK\x03\x04 partial')
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(torch, 'save', crash)
+    with pytest.raises(OSError, match='No space left'):
+        save_calibrator(path, calibrator, {'run': 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == before  # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ts.pth']  # no temporary file left behind
+    assert load_calibrator(path).temperature.item() == calibrator.temperature.item()
+
+
+def edited(tmp_path, synth, kind='TemperatureScaling', **changes):
+    calibrator, _ = fitted(kind, synth)
+    path = tmp_path / 'good.pth'
+    save_calibrator(path, calibrator)
+    payload = torch.load(path, weights_only=True)
+    for key, value in changes.items():
+        if value is None:
+            del payload[key]
+        elif callable(value):
+            value(payload)
+        else:
+            payload[key] = value
+    bad = tmp_path / 'edited.pth'
+    torch.save(payload, bad)
+    return bad
+
+
+@pytest.mark.parametrize('key', ['method', 'num_classes', 'config', 'state_dict'])
+def test_missing_keys_name_the_key(tmp_path, synth, key):
+    """Issue 17: a hand-edited file without ``method`` gave a bare KeyError."""
+    with pytest.raises(CalibratorFileError, match=rf"missing required key\(s\) \['{key}'\]"):
+        load_calibrator(edited(tmp_path, synth, **{key: None}))
+
+
+def test_header_class_count_must_match_the_stored_calibrator(tmp_path, synth):
+    """Issue 17: a header class count that disagreed with the calibrator passed."""
+    with pytest.raises(CalibratorFileError, match='header says num_classes=21'):
+        load_calibrator(edited(tmp_path, synth, num_classes=21), expected_num_classes=21)
+    with pytest.raises(CalibratorFileError, match='do not match'):  # tensors of another class count
+        load_calibrator(edited(tmp_path, synth, 'VectorScaling',
+                               config=lambda p: p['config'].update(num_classes=4), num_classes=4))
+
+
+@pytest.mark.parametrize('value,match', [(float('nan'), 'NaN or infinite'), (float('inf'), 'NaN or infinite'),
+                                         (30.0, 'outside the fitted range'), (-30.0, 'outside the fitted range')])
+def test_non_finite_or_absurd_parameters_are_refused(tmp_path, synth, value, match):
+    """Issue 17: NaN or absurd parameters loaded."""
+    for method in ('TemperatureScaling', 'ClasswiseTemperatureScaling', 'BinaryTemperatureScaling'):
+        def corrupt_k(payload, method=method):
+            shape = payload['state_dict']['log_temperature'].shape
+            payload['state_dict']['log_temperature'] = torch.full(shape, value)
+
+        with pytest.raises(CalibratorFileError, match=match):
+            load_calibrator(edited(tmp_path, synth, method, state_dict=corrupt_k))
+    with pytest.raises(CalibratorFileError, match='NaN or infinite'):
+        load_calibrator(edited(tmp_path, synth, 'VectorScaling',
+                               state_dict=lambda p: p['state_dict']['bias'].fill_(float('nan'))))
+
+
+def test_unfitted_and_bad_config_files(tmp_path, synth):
+    with pytest.raises(CalibratorFileError, match='unfitted'):
+        load_calibrator(edited(tmp_path, synth, state_dict=lambda p: p['state_dict']['is_fitted'].fill_(False)))
+    with pytest.raises(CalibratorFileError, match='invalid stored configuration'):
+        load_calibrator(edited(tmp_path, synth, config=lambda p: p['config'].update(t_min=-1.0)))
+    with pytest.raises(CalibratorFileError, match='num_classes must be a positive int'):
+        load_calibrator(edited(tmp_path, synth, num_classes='3'))
+
+
+def test_edited_values_fail_the_checksum(tmp_path, synth):
+    def warmer(payload):
+        payload['state_dict']['log_temperature'] = payload['state_dict']['log_temperature'] + 0.1  # still in range
+
+    with pytest.raises(CalibratorFileError, match='does not match its checksum'):
+        load_calibrator(edited(tmp_path, synth, state_dict=warmer))
+    with pytest.raises(CalibratorFileError, match='no checksum'):
+        load_calibrator(edited(tmp_path, synth, checksum=None))
+    with pytest.raises(CalibratorFileError, match='checksum mismatch'):
+        load_calibrator(edited(tmp_path, synth, meta={'split': 'train'}))
