@@ -1,0 +1,56 @@
+"""The demo calibration study's extra training runs: small models that differ in loss, decode-head width and
+training length, trained on the generated demo data so that the study has 20+ models (Kendall tau over fewer
+models is mostly noise). ``tools/run_demo_study.py`` is the command line."""
+from __future__ import annotations
+
+import os.path as osp
+import time
+from typing import Callable, List, Optional, Sequence, Tuple
+
+__all__ = ['DEMO_CONFIG', 'EXTRA_RUNS', 'MIN_MODELS', 'train_extra_runs']
+
+DEMO_CONFIG = 'fcn_r18-d16_{}_1xb8-600it_demo-voc12aug-96x96.py'
+#: (run name, config, decode-head channels, training iterations); the compare runs have 128 channels, 600 its
+EXTRA_RUNS: Tuple[Tuple[str, str, int, int], ...] = (
+    ('ce-c32-200it', 'configs/baseline/' + DEMO_CONFIG.format('ce'), 32, 200),
+    ('ce-c256-300it', 'configs/baseline/' + DEMO_CONFIG.format('ce'), 256, 300),
+    ('focal-c64-100it', 'configs/focal/' + DEMO_CONFIG.format('focal'), 64, 100),
+    ('ls-c64-300it', 'configs/label_smoothing/' + DEMO_CONFIG.format('ls'), 64, 300),
+    ('mdca-c32-100it', 'configs/mdca/' + DEMO_CONFIG.format('mdca'), 32, 100),
+    ('mbls-c256-200it', 'configs/mbls/' + DEMO_CONFIG.format('mbls'), 256, 200),
+)
+#: fewer models than this make Kendall tau mostly noise
+MIN_MODELS = 20
+
+
+def train_extra_runs(*, data_root: str, work_dir: str, repo_root: str, max_iters: Optional[int] = None,
+                     train_options: Sequence[str] = (), skip_train: bool = False,
+                     log: Callable[[str], None] = print) -> List[str]:
+    """Train the :data:`EXTRA_RUNS` whose final checkpoint is missing into ``work_dir/<run name>`` (half-way and
+    final checkpoints kept); returns every run's work dir.
+
+    Args:
+        data_root: the generated demo data (``calibseg.datasets.demo``).
+        work_dir: parent folder of the runs.
+        repo_root: folder holding ``configs/``.
+        max_iters: train every run for this many iterations instead (quick checks).
+        train_options: more ``--cfg-options`` of every training.
+        skip_train: train nothing; return the work dirs.
+    """
+    from calibseg.apis.experiment import demo_data_options, train
+
+    dirs = []
+    for name, config, channels, iters in EXTRA_RUNS:
+        iters = max_iters or iters
+        run_dir = osp.join(work_dir, name)
+        dirs.append(run_dir)
+        if skip_train or osp.isfile(osp.join(run_dir, f'iter_{iters}.pth')):
+            log(f'[demo-study] {name}: {"skipped" if skip_train else "finished earlier"}')
+            continue
+        options = demo_data_options(data_root, iters) + [
+            f'default_hooks.checkpoint.interval={max(1, iters // 2)}',
+            f'model.decode_head.channels={channels}', *train_options]
+        start = time.time()
+        train(osp.join(repo_root, config), run_dir, options)
+        log(f'[demo-study] {name}: trained {iters} iterations in {time.time() - start:.0f} s')
+    return dirs

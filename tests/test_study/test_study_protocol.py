@@ -1,0 +1,39 @@
+"""calibseg.study.protocol: the protocol id (stable across versions), validation, the TS options."""
+from __future__ import annotations
+
+import pytest
+
+from calibseg.calibrators import TemperatureScaling
+from calibseg.study.protocol import DEFAULT_TS_METHOD, TS_METHODS, StudyProtocol, ts_options
+
+
+def test_default_is_the_benchmark_protocol():
+    assert DEFAULT_TS_METHOD == 'grid-ece'
+    ts = TemperatureScaling(num_classes=3, **ts_options(StudyProtocol().ts_method))
+    assert ts.fit_method == 'grid' and ts.grid_metric == 'ece'
+    assert ts.grid[0] == pytest.approx(0.1) and ts.grid[-1] == pytest.approx(10.0) and len(ts.grid) == 100
+    assert ts_options('nll') == {'method': 'nll'} and set(TS_METHODS) == {'grid-ece', 'grid-nll', 'nll'}
+
+
+def test_protocol_id_is_stable_and_separates_protocols():
+    # the id of the committed demo study (docs/study/study.csv, NLL fit, the demo data root as option): moving the
+    # code into the package must not make resumed studies refuse their own tables
+    nll = StudyProtocol(ts_method='nll', cfg_options={'val_dataloader.dataset.data_root':
+                                                      'data/demo/VOCdevkit/VOC2012'})
+    assert nll.id == '6268b4ab678a'  # the protocol_id column of docs/study/study.csv
+    assert len({nll.id, StudyProtocol().id, StudyProtocol(ts_method='grid-nll').id,
+                StudyProtocol(split_seed=1).id, StudyProtocol(fit_split='a', test_split='b').id}) == 5
+    assert StudyProtocol().as_dict() == {
+        'split': {'source': 'val_dataloader', 'fit_fraction': 0.5, 'seed': 0}, 'ts_method': 'grid-ece',
+        'fit_pixels_per_image': 16384, 'ignore_index': 255, 'cfg_options': {}}
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(fit_split='val_dataloader'), 'go together'),
+    (dict(fit_fraction=1.0), r'fit_fraction must lie in \(0, 1\)'),
+    (dict(fit_pixels_per_image=-1), 'fit_pixels_per_image'),
+    (dict(ts_method='ece'), 'ts_method must be one of'),
+])
+def test_bad_protocols_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        StudyProtocol(**kwargs)
