@@ -21,6 +21,8 @@ first bin, bin of ``c`` taken from its ``ceil(c * 3000)`` base cell exactly as
 pixel count, ``Σ c_i`` and ``Σ a_i`` of the top-label confidence ``c_i`` and correctness ``a_i``, with the same
 conventions as :mod:`.statistics` (softmax in the input dtype, first maximum; one-channel maps: ``c = p`` for a
 foreground prediction ``p >= threshold``, ``1 - p`` otherwise). A band's ``ECE_B = Σ_b |Σ a - Σ c| / n_band``.
+The float32 softmax runs on other column blocks than the pooled statistics' (its last bit depends on the block
+layout), so a band holding every pixel matches the pooled ``ECE_15`` to float32 rounding (~1e-7 relative).
 """
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -28,7 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .inputs import check_input_type, check_labels, check_values
+from .inputs import check_input_type, check_labels, check_values, values_ok
+from .statistics import _first_argmax
 
 __all__ = ['boundary_pixels', 'boundary_distance', 'SpatialCalibrationStatistics']
 
@@ -110,6 +113,7 @@ class SpatialCalibrationStatistics:
         ignore_index: label of ignored pixels (``None``: none).
         exclude_background: do not evaluate pixels labelled 0 (they still shape the boundaries).
         n_bins: equal-width confidence bins per band (a divisor of 3000).
+        chunk_size: pixels processed at a time (temporary memory ~``12 * K * chunk_size`` bytes).
 
     Example:
         >>> stats = SpatialCalibrationStatistics([1.0], num_classes=3, input_type='logits')
@@ -121,7 +125,10 @@ class SpatialCalibrationStatistics:
 
     def __init__(self, edges: Sequence[float], *, num_classes: int, input_type: str, binary: bool = False,
                  threshold: float = 0.5, ignore_index: Optional[int] = 255, exclude_background: bool = False,
-                 n_bins: int = 15) -> None:
+                 n_bins: int = 15, chunk_size: int = 2**16) -> None:
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f'chunk_size must be a positive integer, got {chunk_size!r}')
+        self.chunk_size = chunk_size
         self.edges = _check_edges(edges)
         if not isinstance(num_classes, int) or num_classes < 2 or (binary and num_classes != 2):
             raise ValueError(f'num_classes must be an integer >= 2 (2 for binary maps), got {num_classes!r}')
@@ -168,21 +175,18 @@ class SpatialCalibrationStatistics:
                     input_type=self.input_type)
 
     # ---------------------------------------------------------------- update
-    def _top_label(self, x: Tensor, y: Tensor):
-        """Confidence (float64) and correctness (bool) of ``(K, P)`` (or ``(P,)`` binary) inputs."""
+    def _top_label(self, x: Tensor, workspace: dict):
+        """Confidence (float64) and prediction (int64) of ``(K, P)`` (or ``(P,)`` binary) inputs."""
         if self.binary:
             p = torch.sigmoid(x) if self.input_type == 'logits' else x
             p32 = p.float()
             fg = p32 >= self.threshold
-            conf = torch.where(fg, p32, 1.0 - p32)
-            pred = fg.long()
-        else:
-            p = torch.softmax(x, dim=0) if self.input_type == 'logits' else x
-            if p.dtype in (torch.float16, torch.bfloat16):
-                p = p.float()
-            conf = p.amax(0)
-            pred = p.argmax(0)
-        return conf.double(), pred == y
+            return torch.where(fg, p32, 1.0 - p32).double(), fg.long()
+        p = torch.softmax(x, dim=0) if self.input_type == 'logits' else x
+        if p.dtype in (torch.float16, torch.bfloat16):
+            p = p.float()
+        conf = p.amax(0)
+        return conf.double(), _first_argmax(p, conf, workspace)
 
     def update(self, inputs: Tensor, labels: Tensor, *, name: Optional[str] = None
                ) -> 'SpatialCalibrationStatistics':
@@ -204,6 +208,7 @@ class SpatialCalibrationStatistics:
         acc = torch.zeros_like(self._state)
         view = acc.view(self.n_bands, 3, self.n_bins)
         size = self.n_bands * self.n_bins
+        workspace: dict = {}
         with torch.no_grad():
             for x, lab in zip(inputs, labels):
                 dev = x.device  # distances on the CPU (OpenCV), the rest on the inputs' device
@@ -213,20 +218,26 @@ class SpatialCalibrationStatistics:
                 keep = ~torch.isnan(dist)
                 if self.exclude_background:
                     keep &= y != 0
-                sel = keep.nonzero().squeeze(1)
-                if sel.numel() == 0:
-                    continue
-                xs = (x.reshape(-1) if self.binary else x.reshape(x.shape[0], -1)).index_select(-1, sel)
-                ys = y.index_select(0, sel)
-                check_labels(ys, self.num_classes, self.ignore_index, name)
-                check_values(xs, self.input_type, name)
-                conf, correct = self._top_label(xs, ys)
-                band = torch.searchsorted(edges, dist.index_select(0, sel).contiguous())
-                base = (torch.ceil(conf * _BASE) - 1.0).clamp_min(0.0).long()
-                cell = band * self.n_bins + base * self.n_bins // _BASE
-                for i, weights in enumerate((None, conf, correct.double())):
-                    counts = torch.bincount(cell, weights=weights, minlength=size).double().cpu()
-                    view[:, i] += counts.view(self.n_bands, self.n_bins)
+                x2 = x.reshape(-1) if self.binary else x.reshape(x.shape[0], -1)
+                checked = values_ok(x2, self.input_type)
+                for start in range(0, y.shape[0], self.chunk_size):
+                    stop = start + self.chunk_size
+                    sel = keep[start:stop].nonzero().squeeze(1)
+                    if sel.numel() == 0:
+                        continue
+                    xc = x2[..., start:stop]
+                    ys = y[start:stop].index_select(0, sel)
+                    check_labels(ys, self.num_classes, self.ignore_index, name)
+                    if not checked:
+                        check_values(xc.index_select(-1, sel), self.input_type, name)
+                    conf, pred = self._top_label(xc, workspace)  # whole chunk: no copy of the selected logits
+                    conf, correct = conf.index_select(0, sel), pred.index_select(0, sel) == ys
+                    band = torch.searchsorted(edges, dist[start:stop].index_select(0, sel).contiguous())
+                    base = (torch.ceil(conf * _BASE) - 1.0).clamp_min(0.0).long()
+                    cell = band * self.n_bins + base * self.n_bins // _BASE
+                    for i, weights in enumerate((None, conf, correct.double())):
+                        counts = torch.bincount(cell, weights=weights, minlength=size).double().cpu()
+                        view[:, i] += counts.view(self.n_bands, self.n_bins)
         self._state += acc
         return self
 
