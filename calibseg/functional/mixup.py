@@ -14,22 +14,19 @@ This module imports no OpenMMLab package.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from calibseg.utils.validation import check_positive_float
+
 __all__ = ['MixupDraw', 'sample_beta', 'draw_mixup', 'mix_images', 'check_mixup_alpha']
 
 
-def check_mixup_alpha(alpha, name: str = 'alpha') -> float:
+def check_mixup_alpha(name: str, alpha) -> float:
     """Return ``alpha`` as a float if it is a finite number ``> 0`` (the Beta(a, a) shape), else raise."""
-    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not math.isfinite(alpha) \
-            or alpha <= 0:
-        raise ValueError(f'{name} (the Beta(a, a) shape of the mixup coefficient) must be a finite number > 0, '
-                         f'got {alpha!r}')
-    return float(alpha)
+    return check_positive_float(f'{name} (the Beta(a, a) shape of the mixup coefficient)', alpha)
 
 
 def _uniform(generator: torch.Generator) -> float:
@@ -63,7 +60,7 @@ def sample_beta(alpha: float, generator: torch.Generator) -> float:
     Raises:
         ValueError: if ``alpha`` is not a finite number ``> 0``.
     """
-    alpha = check_mixup_alpha(alpha)
+    alpha = check_mixup_alpha('alpha', alpha)
     log_x = _log_gamma_variate(alpha, generator)
     log_y = _log_gamma_variate(alpha, generator)
     diff = log_x - log_y
@@ -100,7 +97,7 @@ def draw_mixup(batch_size: int, num_mixups: int, alpha: float, generator: torch.
         raise ValueError(f'batch_size must be an int >= 1, got {batch_size!r}')
     if not isinstance(num_mixups, int) or isinstance(num_mixups, bool) or num_mixups < 1:
         raise ValueError(f'num_mixups must be an int >= 1, got {num_mixups!r}')
-    check_mixup_alpha(alpha)
+    check_mixup_alpha('alpha', alpha)
     lams, perms = [], []
     for _ in range(num_mixups):
         lams.append(sample_beta(alpha, generator))

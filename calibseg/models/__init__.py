@@ -1,1 +1,1 @@
-from . import losses, segmentors, wrappers  # noqa: F401  (registers calibseg's losses, segmentors and model wrappers)
+from . import losses, segmentors, utils, wrappers  # noqa: F401  (registers calibseg's losses, segmentors and model wrappers)

@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 __all__ = ['is_real', 'check_finite', 'check_non_negative', 'check_positive_float', 'check_in_range',
-           'check_positive_int', 'check_int', 'check_bounds', 'check_choice', 'check_labels']
+           'check_positive_int', 'check_int', 'check_bounds', 'check_choice', 'check_labels', 'check_logits',
+           'check_binary_logits']
 
 
 def is_real(value: Any) -> bool:
@@ -108,7 +109,7 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
 
 
 def check_labels(name: str, labels: Any, num_classes: int, *, ignore_index: Optional[int] = None,
-                 shape: Optional[Sequence[int]] = None) -> None:
+                 shape: Optional[Sequence[int]] = None, hint: str = '') -> None:
     """Check an integer label map: values in ``[0, num_classes)`` or equal to ``ignore_index``.
 
     Args:
@@ -117,6 +118,7 @@ def check_labels(name: str, labels: Any, num_classes: int, *, ignore_index: Opti
         num_classes: number of classes ``K``.
         ignore_index: label value excluded from the range check (``None``: every value is checked).
         shape: the expected shape, if any (e.g. the logits' shape without the class dimension).
+        hint: appended to the message on out-of-range values (e.g. how to convert 0/255 masks).
 
     Raises:
         ValueError: not an integer tensor, a shape other than ``shape``, or values that are neither a class nor
@@ -146,4 +148,57 @@ def check_labels(name: str, labels: Any, num_classes: int, *, ignore_index: Opti
         bad = torch.unique(labels[out])
         more = f' (and {bad.numel() - 20} more)' if bad.numel() > 20 else ''
         raise ValueError(f'{name} contain values {bad[:20].tolist()}{more} outside [0, {num_classes}) that are '
-                         f'not ignore_index={ignore_index}')
+                         f'not ignore_index={ignore_index}' + (f' ({hint})' if hint else ''))
+
+
+def _check_float_tensor(name: str, value: Any) -> None:
+    if not isinstance(value, Tensor):
+        raise ValueError(f'{name} must be a torch.Tensor, got {type(value).__name__}')
+    if not value.is_floating_point():
+        raise ValueError(f'{name} must be a floating-point tensor of logits, got dtype {value.dtype}')
+
+
+def _check_all_finite(name: str, value: Tensor, advice: str) -> None:
+    finite = torch.isfinite(value.detach())
+    if not bool(finite.all()):
+        raise ValueError(f'{name} contains {int((~finite).sum())} NaN or infinite value(s); {advice}')
+
+
+def check_logits(name: str, logits: Any, num_classes: int) -> None:
+    """Check multi-class logits ``(N, K, *spatial)`` or ``(P, K)``: floating point, ``K = num_classes`` along
+    dimension 1, every value finite.
+
+    Raises:
+        ValueError: naming ``name`` and the problem.
+
+    >>> check_logits('logits', torch.zeros(2, 3, 4, 4), 3)
+    >>> check_logits('logits', torch.zeros(2, 4), 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: logits of shape (2, 4) has 4 classes along dimension 1, expected num_classes=3
+    """
+    _check_float_tensor(name, logits)
+    if logits.dim() < 2:
+        raise ValueError(f'{name} must have shape (N, K, H, W) or (P, K), got {tuple(logits.shape)}')
+    if logits.shape[1] != num_classes:
+        raise ValueError(f'{name} of shape {tuple(logits.shape)} has {logits.shape[1]} classes along dimension 1, '
+                         f'expected num_classes={num_classes}')
+    _check_all_finite(name, logits, 'finite logits are needed')
+
+
+def check_binary_logits(name: str, logits: Any) -> None:
+    """Check one-channel logits ``(N, 1, *spatial)``, ``(P, 1)``, ``(N, H, W)`` or ``(P,)``: floating point, one
+    channel, every value finite. 2-D and 4-D (or higher) tensors have their channel in dimension 1; 1-D and 3-D
+    tensors are maps without a channel dimension.
+
+    Raises:
+        ValueError: naming ``name`` and the problem.
+    """
+    _check_float_tensor(name, logits)
+    if logits.dim() == 0:
+        raise ValueError(f'{name} must have shape (N, 1, H, W), (N, H, W), (P, 1) or (P,), got a scalar')
+    if (logits.dim() == 2 or logits.dim() >= 4) and logits.shape[1] != 1:
+        raise ValueError(f'{name} of shape {tuple(logits.shape)} has {logits.shape[1]} channels along dimension 1; '
+                         'binary logits have one channel (K > 1 needs a multi-class method)')
+    _check_all_finite(name, logits, 'finite logits are needed (probabilities of exactly 0 or 1 converted with '
+                                    'torch.logit give infinities: clamp first)')

@@ -4,12 +4,14 @@ import pytest
 import torch
 
 from calibseg.utils.validation import (
+    check_binary_logits,
     check_bounds,
     check_choice,
     check_finite,
     check_in_range,
     check_int,
     check_labels,
+    check_logits,
     check_non_negative,
     check_positive_float,
     check_positive_int,
@@ -75,3 +77,29 @@ def test_check_labels():
         check_labels('labels', [0, 1], 3)
     with pytest.raises(ValueError, match=r'labels of shape \(2, 2\) do not match the expected shape \(2, 3\)'):
         check_labels('labels', labels, 3, ignore_index=255, shape=(2, 3))
+
+
+def test_check_logits():
+    check_logits('logits', torch.zeros(2, 3, 4, 5), 3)
+    check_logits('logits', torch.zeros(7, 3, dtype=torch.float16), 3)
+    for bad, message in [
+            ([0.0, 1.0], 'logits must be a torch.Tensor, got list'),
+            (torch.zeros(2, 3, dtype=torch.long), 'logits must be a floating-point tensor of logits, got dtype '
+                                                  'torch.int64'),
+            (torch.zeros(3), r'logits must have shape \(N, K, H, W\) or \(P, K\), got \(3,\)'),
+            (torch.zeros(2, 4, 1, 1), r'logits of shape \(2, 4, 1, 1\) has 4 classes along dimension 1, expected '
+                                      r'num_classes=3'),
+            (torch.tensor([[0.0, float('-inf'), float('nan')]]), r'logits contains 2 NaN or infinite value\(s\)')]:
+        with pytest.raises(ValueError, match=f'^{message}'):
+            check_logits('logits', bad, 3)
+
+
+def test_check_binary_logits():
+    for ok in (torch.zeros(2, 1, 3, 3), torch.zeros(2, 3, 3), torch.zeros(5, 1), torch.zeros(5)):
+        check_binary_logits('z', ok)
+    with pytest.raises(ValueError, match=r'^z of shape \(2, 2, 3, 3\) has 2 channels along dimension 1'):
+        check_binary_logits('z', torch.zeros(2, 2, 3, 3))
+    with pytest.raises(ValueError, match='got a scalar'):
+        check_binary_logits('z', torch.tensor(0.5))
+    with pytest.raises(ValueError, match=r'^z contains 1 NaN or infinite value\(s\); .*torch.logit'):
+        check_binary_logits('z', torch.logit(torch.tensor([0.5, 1.0])))

@@ -9,7 +9,7 @@ from mmseg.registry import METRICS
 from torch import Tensor
 
 from ...functional.saliency import SALIENCY_KEYS, saliency_record, summarize_saliency
-from ...functional.saliency.smeasure import check_smeasure_alpha
+from ...utils.validation import check_in_range
 
 __all__ = ['SaliencyMetric']
 
@@ -70,7 +70,7 @@ class SaliencyMetric(BaseMetric):
         self.input_type = input_type
         self.minmax_normalize = minmax_normalize
         self.beta_sq = float(beta_sq)
-        self.sm_alpha = check_smeasure_alpha(sm_alpha)
+        self.sm_alpha = check_in_range('sm_alpha', sm_alpha, 0.0, 1.0, high_inclusive=True)
 
     def _foreground_map(self, seg_logits: Tensor) -> Tensor:
         """``(H, W)`` foreground probabilities from a ``(C, H, W)`` ``seg_logits`` with ``C`` in {1, 2}."""

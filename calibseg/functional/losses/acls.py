@@ -5,9 +5,10 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from calibseg.utils.validation import check_non_negative
+
 from .utils import (
     ClassWeight,
-    check_non_negative,
     check_reduction,
     gather_target,
     prepare_pixels,

@@ -4,11 +4,11 @@ from typing import Dict, Optional, Union
 import torch
 from torch import Tensor
 
+from calibseg.utils.validation import check_in_range, check_non_negative
+
 from .focal import focal_term, target_log_prob
 from .utils import (
     ClassWeight,
-    check_in_range,
-    check_non_negative,
     check_reduction,
     prepare_pixels,
     reduce_loss,

@@ -44,8 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from calibseg.utils.validation import check_finite, check_in_range, check_non_negative
+
 from .scbce import validate_scbce_args
-from .utils import check_finite, check_ignore_index, check_in_range, check_non_negative
+from .utils import check_ignore_index, flat_size
 
 __all__ = ['ASLPStatistics', 'aslp_alpha_max', 'aslp_image_statistics', 'aslp_alpha_update',
            'validate_aslp_args']
@@ -117,8 +119,9 @@ def aslp_image_statistics(logits: Tensor, target: Tensor, *, ignore_index: int =
         raise ValueError(f'target must have shape (N, *spatial) = {tuple(logits.shape[:1] + logits.shape[2:])}, '
                          f'got {tuple(target.shape)}')
     batch = logits.shape[0]
-    z = logits.detach().reshape(batch, -1).to(torch.float64)
-    y = target.detach().reshape(batch, -1)
+    size = flat_size(target.shape[1:])
+    z = logits.detach().reshape(batch, size).to(torch.float64)
+    y = target.detach().reshape(batch, size)
     valid = y != ignore_index
     bad = valid & (y != 0) & (y != 1)
     if bool(bad.any()):

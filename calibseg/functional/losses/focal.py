@@ -4,10 +4,11 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
+from calibseg.utils.validation import check_non_negative
+
 from .utils import (
     ClassWeight,
     Pixels,
-    check_non_negative,
     check_reduction,
     gather_target,
     prepare_pixels,

@@ -4,9 +4,10 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
+from calibseg.utils.validation import check_in_range
+
 from .utils import (
     ClassWeight,
-    check_in_range,
     check_reduction,
     gather_target,
     prepare_pixels,

@@ -4,9 +4,10 @@ from typing import Dict, Optional, Union
 import torch
 from torch import Tensor
 
+from calibseg.utils.validation import check_non_negative
+
 from .utils import (
     ClassWeight,
-    check_non_negative,
     check_reduction,
     gather_target,
     prepare_pixels,

@@ -40,7 +40,9 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
-from .utils import check_logits_and_target, check_non_negative, check_reduction, compute_dtype
+from calibseg.utils.validation import check_non_negative
+
+from .utils import check_logits_and_target, check_reduction, compute_dtype
 
 __all__ = ['mixup_pair_valid', 'mrl_loss', 'mndcg_loss']
 
@@ -60,9 +62,7 @@ def _check_raw(raw_logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
     num_classes = raw_logits.shape[1] if isinstance(raw_logits, Tensor) and raw_logits.dim() >= 2 else 0
     return check_logits_and_target(
         raw_logits, target, ignore_index, layout='(B, C, *spatial)', check_channels=_check_channels,
-        num_labels=num_classes,
-        label_error=lambda ignore, shown: (f'target holds labels outside [0, {num_classes}) that are not '
-                                           f'ignore_index={ignore}: {shown}'))
+        num_labels=num_classes)
 
 
 def _check_mixed(mixed_logits: Tensor, raw_logits: Tensor, expected: torch.Size, layout: str) -> None:

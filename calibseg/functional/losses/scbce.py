@@ -30,24 +30,21 @@ allowed, not rejected.
 This module imports no OpenMMLab package.
 """
 import math
-import numbers
 from typing import Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .utils import Pixels, check_logits_and_target, check_reduction, compute_dtype, reduce_loss
+from calibseg.utils.validation import check_positive_float, is_real
+
+from .utils import Pixels, check_logits_and_target, check_reduction, compute_dtype, flat_size, reduce_loss
 
 AlphaLike = Union[float, Tensor]
 """Type of ``alpha``: one probability for every image, or a ``(N,)`` tensor (one per image)."""
 
 # Relative slack on the upper bound 1/(2 beta), so that e.g. a float32 alpha of 1/3 passes for beta=1.5.
 _ALPHA_RTOL = 1e-6
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def validate_scbce_args(*, beta: float, alpha: Optional[float] = None) -> Dict[str, Optional[float]]:
@@ -59,12 +56,10 @@ def validate_scbce_args(*, beta: float, alpha: Optional[float] = None) -> Dict[s
     Raises:
         ValueError: naming ``beta`` or ``alpha`` and the bad value.
     """
-    if not _is_real(beta) or not math.isfinite(beta) or beta <= 0:
-        raise ValueError(f'beta must be a finite number > 0, got {beta!r}')
-    beta = float(beta)
+    beta = check_positive_float('beta', beta)
     if alpha is not None:
         high = 1.0 / (2.0 * beta)
-        if not _is_real(alpha) or not math.isfinite(alpha) or not 0.0 <= alpha <= high * (1 + _ALPHA_RTOL):
+        if not is_real(alpha) or not math.isfinite(alpha) or not 0.0 <= alpha <= high * (1 + _ALPHA_RTOL):
             raise ValueError(f'alpha must lie in [0, 1/(2*beta)] = [0, {high:g}] for beta={beta:g}, '
                              f'got {alpha!r}')
         alpha = float(alpha)
@@ -107,13 +102,12 @@ def _binary_pixels(logits: Tensor, target: Tensor, ignore_index: int,
     """Validate a one-channel batch; return it as :class:`Pixels` with ``(N, 1, M)`` logits."""
     valid = check_logits_and_target(
         logits, target, ignore_index, layout='(N, 1, *spatial)', check_channels=_check_one_channel, num_labels=2,
-        label_error=lambda ignore, shown: (
-            f'target must hold 0 (background), 1 (foreground) or ignore_index={ignore}, got {shown} (0/255 '
-            'saliency masks must be binarised first, e.g. with LoadBinaryAnnotations)'))
-    batch = logits.shape[0]
-    flat_valid = valid.reshape(batch, -1)
-    pixels = Pixels(logits.reshape(batch, 1, -1).to(compute_dtype(logits.dtype)),
-                    target.reshape(batch, -1).long().masked_fill(~flat_valid, 0), flat_valid, None,
+        label_hint='binary labels are 0 (background), 1 (foreground) or ignore_index; 0/255 saliency masks must be '
+                   'binarised first, e.g. with LoadBinaryAnnotations')
+    batch, size = logits.shape[0], flat_size(target.shape[1:])
+    flat_valid = valid.reshape(batch, size)
+    pixels = Pixels(logits.reshape(batch, 1, size).to(compute_dtype(logits.dtype)),
+                    target.reshape(batch, size).long().masked_fill(~flat_valid, 0), flat_valid, None,
                     int(flat_valid.sum()), target.shape)
     if weight is not None:
         if not isinstance(weight, Tensor):

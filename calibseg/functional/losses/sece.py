@@ -12,6 +12,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from calibseg.utils.validation import check_choice, check_positive_float, check_positive_int
+
 from ..calibration.sece import sece
 from .utils import compute_dtype, flatten_pixels
 
@@ -23,13 +25,9 @@ METHODS = ('auto', 'exact', 'grid')
 def validate_sece_loss_args(*, bandwidth: float, method: str = 'auto',
                             max_pixels: Optional[int] = None) -> None:
     """Check ``bandwidth > 0``, ``method`` and ``max_pixels`` (``None`` or an int ``>= 2``)."""
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not 0 < bandwidth < float('inf'):
-        raise ValueError(f'bandwidth must be a finite number > 0, got {bandwidth!r}')
-    if method not in METHODS:
-        raise ValueError(f'method must be one of {METHODS}, got {method!r}')
-    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
-                                   or max_pixels < 2):
-        raise ValueError(f'max_pixels must be None or an int >= 2, got {max_pixels!r}')
+    check_positive_float('bandwidth', bandwidth)
+    check_choice('method', method, METHODS)
+    check_positive_int('max_pixels', max_pixels, minimum=2, allow_none=True)
 
 
 def sece_loss(logits: Tensor, target: Tensor, *, bandwidth: float = 0.05, method: str = 'auto',

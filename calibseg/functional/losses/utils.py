@@ -22,11 +22,12 @@ for PyTorch's and mmseg's cross-entropy, whose gradients they would also poison)
 This module imports no OpenMMLab package.
 """
 import math
-import numbers
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+
+from calibseg.utils.validation import check_choice, check_int, check_labels
 
 REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -37,41 +38,11 @@ _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 # -------------------------------------------------------------------------------------------------
-# Option checks (shared with the registered modules)
+# Option checks (shared with the registered modules; the generic ones live in calibseg.utils.validation)
 # -------------------------------------------------------------------------------------------------
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def check_non_negative(name: str, value) -> float:
-    """Return ``value`` as a float if it is a finite number ``>= 0``, else raise ``ValueError``."""
-    if not _is_real(value) or not math.isfinite(value) or value < 0:
-        raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
-    return float(value)
-
-
-def check_in_range(name: str, value, low: float, high: float, *, high_inclusive: bool) -> float:
-    """Return ``value`` as a float if ``low <= value < high`` (``<= high`` if high_inclusive)."""
-    ok = _is_real(value) and math.isfinite(value) and low <= value
-    ok = ok and (value <= high if high_inclusive else value < high)
-    if not ok:
-        bracket = ']' if high_inclusive else ')'
-        raise ValueError(f'{name} must lie in [{low}, {high}{bracket}, got {value!r}')
-    return float(value)
-
-
-def check_finite(name: str, value) -> float:
-    """Return ``value`` as a float if it is a finite number, else raise ``ValueError``."""
-    if not _is_real(value) or not math.isfinite(value):
-        raise ValueError(f'{name} must be a finite number, got {value!r}')
-    return float(value)
-
-
 def check_ignore_index(ignore_index) -> int:
     """Return ``ignore_index`` if it is an ``int`` (any value: a label value, not a position)."""
-    if not isinstance(ignore_index, numbers.Integral) or isinstance(ignore_index, bool):
-        raise ValueError(f'ignore_index must be an int, got {ignore_index!r}')
-    return int(ignore_index)
+    return check_int('ignore_index', ignore_index)
 
 
 def check_reduction(reduction, avg_factor=None) -> str:
@@ -81,8 +52,7 @@ def check_reduction(reduction, avg_factor=None) -> str:
     combined with ``'sum'`` or ``'none'`` it would be silently meaningless, so it raises
     ``ValueError``.
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
+    check_choice('reduction', reduction, REDUCTIONS)
     if avg_factor is not None and reduction != 'mean':
         raise ValueError("avg_factor is only defined for reduction='mean', "
                          f'got reduction={reduction!r}')
@@ -162,10 +132,11 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def check_logits_and_target(logits: Tensor, target: Tensor, ignore_index: int, *, layout: str,
                             check_channels: Callable[[Tensor], None], num_labels: int,
-                            label_error: Callable[[int, list], str]) -> Tensor:
+                            label_hint: str = '') -> Tensor:
     """The checks every loss shares: dtypes, ``layout`` of ``logits`` (checked by ``check_channels``), matching
-    shapes and devices, labels in ``[0, num_labels)`` or ``ignore_index`` (``label_error(ignore_index, values)``
-    words the error). Returns the ``(N, *spatial)`` mask of non-ignored pixels."""
+    shapes and devices, labels in ``[0, num_labels)`` or ``ignore_index``
+    (:func:`~calibseg.utils.validation.check_labels`, with ``label_hint`` appended to its message). Returns the
+    ``(N, *spatial)`` mask of non-ignored pixels."""
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
         raise TypeError('logits must be a floating-point tensor, '
                         f'got {getattr(logits, "dtype", logits)!r}')
@@ -182,14 +153,30 @@ def check_logits_and_target(logits: Tensor, target: Tensor, ignore_index: int, *
                          f'{tuple(logits.shape)}: expected {tuple(expected)}')
     if target.device != logits.device:
         raise ValueError(f'target is on {target.device} but logits are on {logits.device}')
+    check_finite_logits(logits)
     ignore_index = check_ignore_index(ignore_index)
-    valid = target != ignore_index
-    bad = valid & ((target < 0) | (target >= num_labels))
-    if bool(bad.any()):
-        values = torch.unique(target[bad]).tolist()
-        shown = values[:20] + (['...'] if len(values) > 20 else [])
-        raise ValueError(label_error(ignore_index, shown))
-    return valid
+    check_labels('target', target, num_labels, ignore_index=ignore_index, hint=label_hint)
+    return target != ignore_index
+
+
+def check_finite_logits(logits: Tensor) -> None:
+    """Every logit must be finite, at ignored pixels too (their gradients would poison the batch).
+
+    A ``-inf`` logit (a class masked out) makes a calibration loss infinite where the class is penalised (label
+    smoothing, MbLS and ACLS push every logit towards the others) and its gradients non-finite, so it is refused
+    with the count of offending values rather than turned into a silent ``inf`` or ``nan``.
+    """
+    values = logits.detach()
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(f'logits contain {int(torch.isnan(values).sum())} NaN and {int(torch.isinf(values).sum())} '
+                         f'infinite value(s) among {values.numel()}; calibseg losses need finite logits (mask a '
+                         'class with a large negative finite value, not -inf)')
+
+
+def flat_size(shape: Sequence[int]) -> int:
+    """Number of elements of ``shape`` (1 for ``()``): the pixels per image, also for an empty batch, where
+    ``reshape(N, -1)`` cannot infer it."""
+    return math.prod(shape)
 
 
 def _check_softmax_channels(logits: Tensor) -> None:
@@ -201,11 +188,8 @@ def _check_softmax_channels(logits: Tensor) -> None:
 def _check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
     """Check types, shapes and labels of a softmax loss; return the mask of non-ignored pixels."""
     num_classes = logits.shape[1] if isinstance(logits, Tensor) and logits.dim() >= 2 else 0
-    return check_logits_and_target(
-        logits, target, ignore_index, layout='(N, C, *spatial)', check_channels=_check_softmax_channels,
-        num_labels=num_classes,
-        label_error=lambda ignore, shown: (f'target holds labels outside [0, {num_classes}) that are not '
-                                           f'ignore_index={ignore}: {shown}'))
+    return check_logits_and_target(logits, target, ignore_index, layout='(N, C, *spatial)',
+                                   check_channels=_check_softmax_channels, num_labels=num_classes)
 
 
 def prepare_pixels(logits: Tensor, target: Tensor, *, ignore_index: int = 255,
@@ -229,9 +213,10 @@ def prepare_pixels(logits: Tensor, target: Tensor, *, ignore_index: int = 255,
     """
     valid = _check_inputs(logits, target, ignore_index)
     batch, num_classes = logits.shape[:2]
-    flat_logits = logits.reshape(batch, num_classes, -1).to(compute_dtype(logits.dtype))
-    flat_valid = valid.reshape(batch, -1)
-    flat_target = target.reshape(batch, -1).long().masked_fill(~flat_valid, 0)
+    pixels_per_image = flat_size(target.shape[1:])
+    flat_logits = logits.reshape(batch, num_classes, pixels_per_image).to(compute_dtype(logits.dtype))
+    flat_valid = valid.reshape(batch, pixels_per_image)
+    flat_target = target.reshape(batch, pixels_per_image).long().masked_fill(~flat_valid, 0)
     pixels = Pixels(flat_logits, flat_target, flat_valid, None, int(flat_valid.sum()),
                     target.shape)
     if weight is not None:

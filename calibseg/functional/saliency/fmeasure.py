@@ -1,6 +1,8 @@
 """F-measure curve of a saliency map over 256 thresholds (Achanta et al., CVPR 2009)."""
 from torch import Tensor
 
+from calibseg.utils.validation import check_positive_float
+
 from .common import check_saliency_pair, threshold_counts
 
 
@@ -44,8 +46,7 @@ def fmeasure_curve(pred: Tensor, gt: Tensor, *, beta_sq: float = 0.3) -> Tensor:
     Returns:
         ``(256,)`` float64 tensor, index ``k`` = threshold ``k/255``.
     """
-    if not beta_sq > 0:
-        raise ValueError(f'beta_sq must be > 0, got {beta_sq!r}')
+    check_positive_float('beta_sq', beta_sq)
     pred, gt = check_saliency_pair(pred, gt)
     tp, fp = threshold_counts(pred, gt)
     return fmeasure_from_counts(tp, fp, int(gt.sum()), beta_sq=beta_sq)

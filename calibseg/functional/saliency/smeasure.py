@@ -4,6 +4,8 @@ import math
 import torch
 from torch import Tensor
 
+from calibseg.utils.validation import check_in_range
+
 from .common import EPS, check_saliency_pair
 
 
@@ -91,16 +93,9 @@ def smeasure(pred: Tensor, gt: Tensor, *, alpha: float = 0.5) -> Tensor:
     Returns:
         float64 scalar tensor in ``[0, 1]``.
     """
-    check_smeasure_alpha(alpha)
+    check_in_range('alpha', alpha, 0.0, 1.0, high_inclusive=True)
     pred, gt = check_saliency_pair(pred, gt)
     return smeasure_checked(pred, gt, alpha=alpha)
-
-
-def check_smeasure_alpha(alpha: float) -> float:
-    """Return ``alpha`` as a float if it lies in ``[0, 1]``, else raise ``ValueError``."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f'alpha must be a number in [0, 1], got {alpha!r}')
-    return float(alpha)
 
 
 def smeasure_checked(pred: Tensor, gt: Tensor, *, alpha: float = 0.5) -> Tensor:

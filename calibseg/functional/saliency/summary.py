@@ -10,10 +10,12 @@ from typing import Dict, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from calibseg.utils.validation import check_in_range, check_positive_float
+
 from .common import check_saliency_pair, minmax_rescale, threshold_counts
 from .emeasure import emeasure_from_counts
 from .fmeasure import fmeasure_from_counts
-from .smeasure import check_smeasure_alpha, smeasure_checked
+from .smeasure import smeasure_checked
 
 SALIENCY_KEYS = ('MAE', 'maxF', 'meanF', 'Sm', 'meanEm', 'maxEm')
 """Keys of :func:`summarize_saliency`, in reporting order."""
@@ -39,9 +41,8 @@ def saliency_record(pred: Tensor, gt: Tensor, *, beta_sq: float = 0.3, sm_alpha:
         ValueError: on invalid inputs or options (see
             :func:`~calibseg.functional.saliency.common.check_saliency_pair`).
     """
-    if isinstance(beta_sq, bool) or not isinstance(beta_sq, (int, float)) or not beta_sq > 0:
-        raise ValueError(f'beta_sq must be a number > 0, got {beta_sq!r}')
-    sm_alpha = check_smeasure_alpha(sm_alpha)
+    check_positive_float('beta_sq', beta_sq)
+    sm_alpha = check_in_range('sm_alpha', sm_alpha, 0.0, 1.0, high_inclusive=True)
     pred, gt = check_saliency_pair(pred, gt, probabilities=not minmax_normalize)
     pred = pred.cpu()
     gt = gt.cpu()

@@ -5,12 +5,8 @@ import numpy as np
 from mmseg.models.losses.utils import get_class_weight
 from torch import Tensor, nn
 
-from calibseg.functional.losses.utils import (
-    check_class_weight,
-    check_finite,
-    check_ignore_index,
-    check_reduction,
-)
+from calibseg.functional.losses.utils import check_class_weight, check_ignore_index, check_reduction
+from calibseg.utils.validation import check_finite
 
 ClassWeightConfig = Optional[Union[Sequence[float], np.ndarray, str]]
 """``class_weight`` in a config: ``None``, one weight per class, or a path (``.npy``, or a

@@ -3,7 +3,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from calibseg.functional.losses import softmax_focal_loss
-from calibseg.functional.losses.utils import check_non_negative
+from calibseg.utils.validation import check_non_negative
 
 from .base import CalibrationLossBase, ClassWeightConfig
 

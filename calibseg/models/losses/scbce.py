@@ -1,5 +1,4 @@
 """Registered self-calibrating binary cross-entropy (SC-BCE) for one-channel decode heads."""
-import numbers
 from typing import Optional, Union
 
 import torch
@@ -9,6 +8,7 @@ from torch import Tensor
 
 from calibseg.functional.losses.scbce import AlphaLike, scbce_loss, validate_scbce_args
 from calibseg.functional.losses.utils import check_reduction
+from calibseg.utils.validation import check_int
 
 from .base import CalibrationLossBase
 
@@ -69,11 +69,10 @@ class SCBCELoss(CalibrationLossBase):
                          ignore_index=ignore_index, class_weight=None)
         if not isinstance(expected, bool):
             raise ValueError(f'expected must be a bool, got {expected!r}')
-        if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
-            raise ValueError(f'seed must be an int or None, got {seed!r}')
+        seed = check_int('seed', seed, allow_none=True)
         options = validate_scbce_args(beta=beta, alpha=alpha)
         self._set_options(dict(beta=options['beta'], alpha=options['alpha'], expected=expected,
-                               seed=None if seed is None else int(seed)))
+                               seed=seed))
         self.generator = torch.Generator()
         if seed is None:
             self.generator.seed()

@@ -6,7 +6,8 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from calibseg.functional.losses.sece import sece_loss, validate_sece_loss_args
-from calibseg.functional.losses.utils import check_finite, check_ignore_index
+from calibseg.functional.losses.utils import check_ignore_index
+from calibseg.utils.validation import check_finite, check_int
 
 __all__ = ['SECELoss']
 
@@ -49,12 +50,10 @@ class SECELoss(nn.Module):
         if not isinstance(loss_name, str) or not loss_name.startswith('loss_'):
             raise ValueError(f"loss_name must be a str starting with 'loss_' (mmseg only back-propagates such "
                              f'entries), got {loss_name!r}')
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f'seed must be an int, got {seed!r}')
         self.bandwidth = float(bandwidth)
         self.method = method
         self.max_pixels = max_pixels
-        self.seed = seed
+        self.seed = check_int('seed', seed)
         self.loss_weight = check_finite('loss_weight', loss_weight)
         self.ignore_index = check_ignore_index(ignore_index)
         self._loss_name = loss_name

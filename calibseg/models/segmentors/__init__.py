@@ -7,10 +7,9 @@ from .calibrated_encoder_decoder import (
     image_at_logits_size,
     resolve_calibrator_method,
 )
-from .gamma_net import GammaNet
 from .gamma_net_encoder_decoder import GammaNetEncoderDecoder
 from .rankmixup_encoder_decoder import RankMixupEncoderDecoder
 
-__all__ = ['ASLPEncoderDecoder', 'GammaNetEncoderDecoder', 'GammaNet',
+__all__ = ['ASLPEncoderDecoder', 'GammaNetEncoderDecoder',
            'RankMixupEncoderDecoder', 'CalibratedEncoderDecoder', 'CALIBRATOR_ALIASES', 'BINARY_CALIBRATOR_ALIASES',
            'resolve_calibrator_method', 'image_at_logits_size']

@@ -1,6 +1,6 @@
 r"""γ-Net meta-regularisation (Wang & Golebiowski, TMLR 2024) for any mmseg encoder-decoder.
 
-A γ-Net (:class:`~calibseg.models.segmentors.gamma_net.GammaNet`) reads the features of the decode head's
+A γ-Net (:class:`~calibseg.models.utils.GammaNet`) reads the features of the decode head's
 classifier and outputs a sample-wise focal-loss γ; the network trains with that focal loss
 (``loss_decode=dict(type='SampleWiseFocalLoss')``) and γ-Net trains to make a one-step look-ahead of the
 classifier well calibrated on held-out images (the meta objective CE + SECE), as in Meta-Calibration (Bohdal et
@@ -65,11 +65,8 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from calibseg.models.losses.samplewise_focal_loss import SampleWiseFocalLoss
 from calibseg.models.losses.sece_loss import SECELoss
+from calibseg.models.utils import GammaNet, MetaBatchStream, OptimizerState
 from calibseg.models.wrappers import DelegatedTrainStepMixin
-
-from .gamma_net import GammaNet
-from .meta_batch_stream import MetaBatchStream
-from .optimizer_state import OptimizerState
 
 __all__ = ['GammaNetEncoderDecoder', 'parse_meta_cfg']
 

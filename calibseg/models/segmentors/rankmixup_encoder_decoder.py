@@ -99,7 +99,7 @@ def parse_rankmixup_cfg(cfg: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     if mode not in MODES:
         raise _error('mode', f'must be one of {MODES}, got {mode!r}')
     try:
-        alpha = check_mixup_alpha(cfg.get('alpha', 2.0), name='model.rankmixup.alpha')
+        alpha = check_mixup_alpha('model.rankmixup.alpha', cfg.get('alpha', 2.0))
     except ValueError as err:
         raise ValueError(str(err)) from None
     out = dict(mode=mode, alpha=alpha, loss_weight=_finite_non_negative(cfg, 'loss_weight', 0.1))

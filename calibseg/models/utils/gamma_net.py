@@ -18,15 +18,11 @@ import math
 import torch
 from torch import Tensor, nn
 
+from calibseg.utils.validation import check_choice, check_in_range, check_positive_float, check_positive_int
+
 __all__ = ['GammaNet', 'GAMMA_NET_PER']
 
 GAMMA_NET_PER = ('pixel', 'image')
-
-
-def _positive_number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f'gamma_net.{name} must be a finite number > 0, got {value!r}')
-    return float(value)
 
 
 class GammaNet(nn.Module):
@@ -47,23 +43,17 @@ class GammaNet(nn.Module):
     def __init__(self, in_channels: int, *, per: str = 'pixel', hidden: int = 64, gamma_max: float = 5.0,
                  init_gamma: float = 3.0) -> None:
         super().__init__()
-        if per not in GAMMA_NET_PER:
-            raise ValueError(f'gamma_net.per must be one of {GAMMA_NET_PER}, got {per!r}')
-        for name, value in (('in_channels', in_channels), ('hidden', hidden)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f'gamma_net.{name} must be an int >= 1, got {value!r}')
-        self.gamma_max = _positive_number('gamma_max', gamma_max)
-        init_gamma = _positive_number('init_gamma', init_gamma)
-        if not init_gamma < self.gamma_max:
-            raise ValueError(f'gamma_net.init_gamma must lie in (0, gamma_max={self.gamma_max}), got {init_gamma!r}')
-        self.per = per
-        self.in_channels = in_channels
-        self.hidden = hidden
+        self.per = check_choice('gamma_net.per', per, GAMMA_NET_PER)
+        self.in_channels = check_positive_int('gamma_net.in_channels', in_channels)
+        self.hidden = check_positive_int('gamma_net.hidden', hidden)
+        self.gamma_max = check_positive_float('gamma_net.gamma_max', gamma_max)
+        init_gamma = check_in_range('gamma_net.init_gamma', init_gamma, 0.0, self.gamma_max, low_inclusive=False,
+                                    high_inclusive=False)
         self.init_gamma = init_gamma
         self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, hidden, kernel_size=1),
+            nn.Conv2d(self.in_channels, self.hidden, kernel_size=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, 1, kernel_size=1))
+            nn.Conv2d(self.hidden, 1, kernel_size=1))
         last = self.layers[-1]
         with torch.no_grad():
             last.weight.zero_()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, Iterator, Optional
 
+from calibseg.utils.validation import check_positive_int
+
 __all__ = ['MetaBatchStream']
 
 
@@ -52,9 +54,7 @@ class MetaBatchStream:
 
     def restore(self, consumed: int) -> None:
         """Continue as if ``consumed`` batches had been drawn already (after loading a checkpoint)."""
-        if isinstance(consumed, bool) or not isinstance(consumed, int) or consumed < 0:
-            raise ValueError(f'consumed must be an int >= 0, got {consumed!r}')
-        self.consumed = consumed
+        self.consumed = check_positive_int('consumed', consumed, minimum=0)
         self._iterator = None
 
     def _start_epoch(self, epoch: int) -> None:

@@ -1,30 +1,17 @@
-"""Tests of the shared stages in ``calibseg/functional/losses/utils.py`` and of the layer boundary."""
-import ast
-from pathlib import Path
+"""Tests of the shared stages in ``calibseg/functional/losses/utils.py``, and the contract of every loss on empty
+batches and non-finite logits."""
+import math
 
 import pytest
 import torch
 
 import calibseg.functional.losses as F
 from calibseg.functional.losses import flatten_pixels, prepare_pixels, reduce_loss
-from calibseg.functional.losses.utils import check_class_weight, check_in_range, check_non_negative
+from calibseg.functional.losses.utils import check_class_weight, check_ignore_index, check_reduction
 
 IGNORE = 255
 LOSSES = [F.softmax_focal_loss, F.adaptive_focal_loss, F.label_smoothing_loss, F.mbls_loss,
           F.mdca_loss, F.acls_loss]
-
-
-def test_functional_losses_import_no_openmmlab_package():
-    package = Path(F.__file__).parent
-    for path in package.glob('*.py'):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or '']
-            else:
-                continue
-            assert not any(name.split('.')[0].startswith('mm') for name in names), (path, names)
 
 
 def test_flatten_pixels_removes_ignored(make_batch):
@@ -85,10 +72,86 @@ def test_one_class_is_rejected(loss_fn):
 
 
 def test_checks_name_the_argument():
-    with pytest.raises(ValueError, match="margin must be a finite number >= 0, got -1"):
-        check_non_negative('margin', -1)
-    with pytest.raises(ValueError, match=r'smoothing must lie in \[0.0, 1.0\), got 1.0'):
-        check_in_range('smoothing', 1.0, 0.0, 1.0, high_inclusive=False)
+    with pytest.raises(ValueError, match='ignore_index must be an int, got 255.0'):
+        check_ignore_index(255.0)
+    with pytest.raises(ValueError, match=r"reduction must be one of \('none', 'mean', 'sum'\), got 'avg'"):
+        check_reduction('avg')
+    with pytest.raises(ValueError, match="avg_factor is only defined for reduction='mean'"):
+        check_reduction('sum', avg_factor=3.0)
     with pytest.raises(ValueError, match='class_weight must be a 1-D'):
         check_class_weight([[1.0, 2.0]])
     assert check_class_weight((1, 2)).dtype == torch.float32
+
+
+def _mixed(z):
+    """A mixup of every image with the next one (RankMixup's inputs), kept differentiable."""
+    partner = torch.arange(z.shape[0]).roll(1)
+    return 0.7 * z + 0.3 * z[partner], partner
+
+
+def _mrl(z, y, **kw):
+    mixed, partner = _mixed(z)
+    return F.mrl_loss(z, mixed, y, partner, **kw)
+
+
+def _mndcg(z, y, **kw):
+    mixed, partner = _mixed(z)
+    return F.mndcg_loss(z, torch.stack([mixed, mixed]), y, torch.stack([partner, partner]), [0.7, 0.6], **kw)
+
+
+def _scbce(z, y, **kw):
+    return F.scbce_loss(z[:, :1], y.clamp(max=1), alpha=0.1, generator=torch.Generator().manual_seed(0), **kw)
+
+
+#: Every ``*_loss`` that calibseg.functional.losses exports, as ``(logits (N, 5, H, W), labels) -> loss``: the
+#: softmax losses as they are, the others through an adapter (a new loss without one is called like a softmax loss).
+ADAPTERS = dict(scbce_loss=_scbce, mrl_loss=_mrl, mndcg_loss=_mndcg)
+EVERY_LOSS = {name: ADAPTERS.get(name, getattr(F, name)) for name in F.__all__
+              if name.endswith('_loss') and name != 'reduce_loss'}
+NO_REDUCTION_OPTION = {'sece_loss'}  # and MDCA has no 'none' (a batch statistic)
+
+
+def test_every_loss_is_covered():
+    assert {'softmax_focal_loss', 'label_smoothing_loss', 'acls_loss', 'sece_loss', 'scbce_loss', 'mrl_loss',
+            'mndcg_loss'} <= set(EVERY_LOSS)
+
+
+@pytest.mark.parametrize('name', sorted(EVERY_LOSS))
+def test_empty_batch_gives_a_zero_loss_with_a_zero_gradient(name):
+    """N = 0 (e.g. a rank left without images): an exact zero connected to the graph, not a reshape error."""
+    loss_fn = EVERY_LOSS[name]
+    logits = torch.randn(0, 5, 4, 3, requires_grad=True)
+    target = torch.zeros(0, 4, 3, dtype=torch.long)
+    loss = loss_fn(logits, target)
+    assert loss.shape == () and loss.item() == 0.0 and loss.grad_fn is not None
+    loss.backward()
+    assert logits.grad is not None and logits.grad.shape == logits.shape
+    if name not in NO_REDUCTION_OPTION:
+        assert loss_fn(logits, target, reduction='sum').item() == 0.0
+        if name != 'mdca_loss':
+            assert loss_fn(logits, target, reduction='none').shape == (0, 4, 3)
+
+
+@pytest.mark.parametrize('name', sorted(EVERY_LOSS))
+@pytest.mark.parametrize('bad', [float('-inf'), float('inf'), float('nan')])
+def test_non_finite_logits_are_refused(name, bad, make_batch):
+    """A -inf logit (a class masked out) would make label smoothing, MbLS or ACLS infinite and their gradients
+    non-finite: refused with the count, whatever the loss, at valid and at ignored pixels alike."""
+    logits, target = make_batch()
+    logits[0, 0, 1, 1] = bad  # a non-target class of a valid pixel (class 0; the binary loss reads channel 0)
+    logits[1, 0, 0, 0] = bad  # and an ignored pixel
+    target[0, 1, 1], target[1, 0, 0] = 2, IGNORE
+    counts = '2 NaN and 0 infinite' if math.isnan(bad) else '0 NaN and 2 infinite'
+    with pytest.raises(ValueError, match=rf'^logits contain {counts} value\(s\) among \d+; calibseg losses need '
+                                         'finite logits'):
+        EVERY_LOSS[name](logits, target)
+
+
+def test_a_masked_class_gives_an_infinite_acls_loss_without_the_check(make_batch):
+    """Why -inf is refused rather than passed through: the ACLS and label-smoothing values themselves are infinite
+    (their penalties reach every class), so no finite "correct" value exists to return."""
+    logits, target = make_batch(dtype=torch.float64)
+    logits[0, 3, 1, 1] = -1e300  # the largest finite stand-in for -inf: the loss explodes, it does not saturate
+    target[0, 1, 1] = 0
+    assert F.acls_loss(logits, target).item() > 1e200
+    assert F.label_smoothing_loss(logits, target, smoothing=0.1).item() > 1e290

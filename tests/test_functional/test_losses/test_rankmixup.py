@@ -273,7 +273,7 @@ def test_bad_input_raises():
         mrl_loss(raw, mixed[0], target[:, :2], perms[0])
     with pytest.raises(ValueError, match='at least 2 classes'):
         mrl_loss(raw[:, :1], mixed[0, :, :1], target.clamp(max=0), perms[0])
-    with pytest.raises(ValueError, match=r'labels outside \[0, 4\)'):
+    with pytest.raises(ValueError, match=r'target contain values \[7\] outside \[0, 4\)'):
         mrl_loss(raw, mixed[0], target.masked_fill(target == 0, 7), perms[0])
     with pytest.raises(ValueError, match='permutation must have shape'):
         mrl_loss(raw, mixed[0], target, perms)

@@ -182,7 +182,8 @@ def test_bad_inputs_raise():
         scbce_loss(logits.repeat(1, 2, 1, 1), target, alpha=0.1, generator=gen)
     bad = target.clone()
     bad.view(-1)[1] = 2
-    with pytest.raises(ValueError, match=r'0 \(background\), 1 \(foreground\).*\[2\]'):
+    with pytest.raises(ValueError, match=r'target contain values \[2\] outside \[0, 2\) .*0 \(background\), '
+                                         r'1 \(foreground\)'):
         scbce_loss(logits, bad, alpha=0.1, generator=gen)
     with pytest.raises(ValueError, match=r'\[255\]'):  # 255 labels with another ignore_index
         scbce_loss(logits, target, alpha=0.1, generator=gen, ignore_index=-1)

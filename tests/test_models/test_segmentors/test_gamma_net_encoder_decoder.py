@@ -1,4 +1,4 @@
-"""γ-Net: bounded γ, the hypergradient against finite differences, one training step, checkpoints, bad configs."""
+"""GammaNetEncoderDecoder: the hypergradient against finite differences, one training step, checkpoints, bad configs."""
 from __future__ import annotations
 
 import copy
@@ -18,8 +18,8 @@ from mmseg.structures import SegDataSample
 
 import calibseg  # noqa: F401
 from calibseg.functional.losses import softmax_focal_loss
-from calibseg.models.segmentors import GammaNet, GammaNetEncoderDecoder
-from calibseg.models.segmentors.meta_batch_stream import MetaBatchStream
+from calibseg.models.segmentors import GammaNetEncoderDecoder
+from calibseg.models.utils import GammaNet
 
 IGNORE = 255
 NUM_CLASSES = 3
@@ -88,31 +88,6 @@ def _randomise(gamma_net: GammaNet, seed: int = 1) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ γ-Net
-@pytest.mark.parametrize('per, shape', [('pixel', (2, 1, 5, 7)), ('image', (2, 1, 1, 1))])
-def test_gamma_is_bounded_positive_and_starts_at_init_gamma(per, shape):
-    net = GammaNet(6, per=per, hidden=5, gamma_max=5.0, init_gamma=3.0)
-    features = torch.randn(2, 6, 5, 7) * 10
-    gamma = net(features)
-    assert gamma.shape == shape
-    torch.testing.assert_close(gamma, torch.full(shape, 3.0))  # zero last layer: the constant init_gamma
-    _randomise(net)
-    with torch.no_grad():
-        gamma = net(torch.randn(2, 6, 5, 7, generator=torch.Generator().manual_seed(0)) * 3)
-        assert float(gamma.min()) > 0 and float(gamma.max()) < 5.0
-        assert float(gamma.max() - gamma.min()) > (1.0 if per == 'pixel' else 0.0)
-        # γ = gamma_max * sigmoid: at extreme features it saturates at the bounds in floating point, never beyond
-        extreme = net(torch.randn(2, 6, 5, 7) * 1e4)
-        assert float(extreme.min()) >= 0 and float(extreme.max()) <= 5.0
-
-
-@pytest.mark.parametrize('options, match', [
-    (dict(per='region'), 'per'), (dict(hidden=0), 'hidden'), (dict(gamma_max=0.0), 'gamma_max'),
-    (dict(init_gamma=5.0), 'init_gamma'), (dict(init_gamma=-1.0), 'init_gamma')])
-def test_gamma_net_options_are_checked(options, match):
-    with pytest.raises(ValueError, match=match):
-        GammaNet(4, **options)
-
-
 @pytest.mark.parametrize('per', ['pixel', 'image'])
 def test_gamma_map_at_label_resolution(per):
     model = _build(_cfg(per))
@@ -248,24 +223,6 @@ def test_train_step_updates_network_and_gamma_net_and_checkpoints_the_meta_state
         assert torch.equal(entry['exp_avg'], loaded['state'][key]['exp_avg'])
         assert torch.equal(entry['exp_avg_sq'], loaded['state'][key]['exp_avg_sq'])
     assert int(fresh.meta_batches_seen) == 2  # the stream continues from there at the next step
-
-
-def test_meta_batch_stream_resumes_at_the_same_batch(tiny_voc):
-    init_default_scope('mmseg')
-    cfg = _meta_loader(tiny_voc, held_out=5, batch_size=2)
-    cfg['sampler'] = dict(type='DefaultSampler', shuffle=True)
-
-    def paths(batch):
-        return [s.img_path for s in batch['data_samples']]
-
-    stream = MetaBatchStream(cfg, seed=3)
-    assert len(stream) == 3  # 5 held-out images, batches of 2
-    drawn = [paths(stream.next()) for _ in range(7)]  # crosses two epoch boundaries
-    assert sorted(sum(drawn[:3], [])) == sorted(sum(drawn[3:6], []))  # each epoch sees every image once
-    assert drawn[:3] != drawn[3:6]  # in a new order
-    resumed = MetaBatchStream(cfg, seed=3)
-    resumed.restore(4)
-    assert [paths(resumed.next()) for _ in range(3)] == drawn[4:7]
 
 
 def test_lookahead_lr_follows_the_classifiers_param_group():
