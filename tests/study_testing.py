@@ -9,7 +9,7 @@ import os.path as osp
 import socket
 import subprocess
 import sys
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -20,9 +20,10 @@ BINS = (5, 10, 15, 20, 25, 50, 100, 200, 500)
 CONFIG_NAME = 'fcn_r18-d16_ce_4it_tiny-voc-32x32.py'
 
 
-def make_study_models(root, voc_root: str) -> Dict[str, object]:
-    """A work dir ``root/wd_tiny`` with a dumped tiny config and two checkpoints (different weights; the second
-    with 4x sharper logits, so its T is far from 1), plus a broken checkpoint ``root/broken.pth``."""
+def make_study_models(root, voc_root: str, sharpen: Sequence[float] = (1.0, 4.0)) -> Dict[str, object]:
+    """A work dir ``root/wd_tiny`` with a dumped tiny config and one checkpoint ``iter_<i>.pth`` per entry of
+    ``sharpen`` (different weights; by default the second with 4x sharper logits, so its T is far from 1), plus a
+    broken checkpoint ``root/broken.pth``."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
@@ -37,11 +38,11 @@ def make_study_models(root, voc_root: str) -> Dict[str, object]:
     config = str(work_dir / CONFIG_NAME)
     cfg.dump(config)
     init_default_scope('mmseg')
-    for it, sharpen in ((1, 1.0), (2, 4.0)):
+    for it, factor in enumerate(sharpen, 1):
         torch.manual_seed(it)
         model = MODELS.build(cfg.model)
         with torch.no_grad():
-            model.decode_head.conv_seg.weight.mul_(sharpen)
+            model.decode_head.conv_seg.weight.mul_(factor)
         torch.save({'meta': {'iter': it}, 'state_dict': model.state_dict()}, work_dir / f'iter_{it}.pth')
     broken = root / 'broken.pth'
     broken.write_bytes(b'not a checkpoint')
