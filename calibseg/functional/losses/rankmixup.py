@@ -22,10 +22,13 @@ ones only.
   order) and confidences ``c`` = max-softmax in the same order;
   ``DCG = sum_q c_q / log2(q + 1)``, ``IDCG = sum_q r_q / log2(q + 1)`` (``q`` = 1-based position),
   ``L_NDCG = mean_{valid p} (1 - min(DCG, IDCG) / max(DCG, IDCG))`` (penalises over- and under-confidence
-  alike, as the code does). A mixup whose two sources share the label (or one is ignored) at pixel ``p`` is
-  *removed* from that pixel's list, and the remaining entries move up (positions are recounted); a pixel takes
-  part if its raw label is valid and at least one mixup entry remains. The authors' code masks nothing in
-  M-NDCG; the masking follows the per-pixel adaptation above.
+  alike, as the code does). Where the two sources of mixup ``t`` share the label at pixel ``p``, the authors'
+  relevance (the largest entry of the mixed one-hot label) is ``lambda_t + (1 - lambda_t) = 1``: by default
+  (``same_label='keep'``) the entry stays in the list with relevance 1, and the list is sorted per pixel
+  (descending relevance; ties keep the draw order, the raw image first). ``same_label='mask'`` instead *removes*
+  such entries, as MRL does (positions are recounted). A mixup whose partner pixel is ignored has no relevance
+  and is removed in both modes; a pixel takes part if its raw label is valid and at least one mixup entry
+  remains.
 
 Shapes: raw logits ``(B, C, *spatial)``, labels ``(B, *spatial)`` of the raw images, mixed logits
 ``(B, C, *spatial)`` (MRL) or ``(T, B, C, *spatial)`` (M-NDCG), permutations ``(B,)`` / ``(T, B)`` giving the
@@ -44,7 +47,7 @@ from calibseg.utils.validation import check_non_negative
 
 from .utils import check_logits_and_target, check_reduction, compute_dtype
 
-__all__ = ['mixup_pair_valid', 'mrl_loss', 'mndcg_loss']
+__all__ = ['SAME_LABEL_MODES', 'mixup_pair_valid', 'mrl_loss', 'mndcg_loss']
 
 Lambdas = Union[Sequence[float], Tensor]
 
@@ -170,19 +173,24 @@ def mrl_loss(raw_logits: Tensor, mixed_logits: Tensor, target: Tensor, permutati
     return _reduce(torch.relu(top_mixed - top_raw + margin), valid, reduction)
 
 
+SAME_LABEL_MODES = ('keep', 'mask')
+
+
 def mndcg_loss(raw_logits: Tensor, mixed_logits: Tensor, target: Tensor, permutations: Tensor, lams: Lambdas,
-               *, ignore_index: int = 255, reduction: str = 'mean') -> Tensor:
+               *, same_label: str = 'keep', ignore_index: int = 255, reduction: str = 'mean') -> Tensor:
     r"""Mixup normalised DCG loss (M-NDCG) per pixel over the raw image and ``T`` mixups of it.
 
-    Per pixel, entries sorted by relevance ``r = [1, max(lambda_t, 1 - lambda_t)]`` (descending) with
-    confidences ``c`` (max-softmax) in the same order, entries whose mixup pair is invalid at that pixel removed:
+    Per pixel, entries sorted by relevance (descending; ties keep the draw order) with confidences ``c``
+    (max-softmax) in the same order; the raw entry has relevance 1, mixup ``t`` has ``max(lambda_t, 1 - lambda_t)``
+    where its two sources carry different labels and 1 where they share the label (``same_label='keep'``, the
+    authors' rule) or is removed there (``'mask'``); entries whose partner pixel is ignored are removed:
 
     .. math::
         \mathrm{DCG} = \sum_q \frac{c_q}{\log_2(q+1)},\quad \mathrm{IDCG} = \sum_q \frac{r_q}{\log_2(q+1)},\quad
         L = \frac{1}{|V|}\sum_{(b,p)\in V}\Big(1 - \frac{\min(\mathrm{DCG},\mathrm{IDCG})}
         {\max(\mathrm{DCG},\mathrm{IDCG})}\Big)
 
-    ``V``: pixels with a labelled raw image and at least one valid mixup entry. Noh et al., ICCV 2023 (``T = 3``).
+    ``V``: pixels with a labelled raw image and at least one kept mixup entry. Noh et al., ICCV 2023 (``T = 3``).
 
     Args:
         raw_logits: ``(B, C, *spatial)`` logits of the raw images.
@@ -191,13 +199,18 @@ def mndcg_loss(raw_logits: Tensor, mixed_logits: Tensor, target: Tensor, permuta
         target: ``(B, *spatial)`` labels of the raw images.
         permutations: ``(T, B)`` partner indices.
         lams: ``T`` mixing coefficients in ``[0, 1]`` (sequence or tensor).
+        same_label: ``'keep'`` (default, the authors' code: relevance 1 where both sources share the label) or
+            ``'mask'`` (remove those entries).
         ignore_index: label value of unlabelled pixels.
         reduction: ``'mean'`` over ``V``, ``'sum'``, or ``'none'`` (``(B, *spatial)``, zeros outside ``V``).
 
     Raises:
-        TypeError / ValueError: on bad dtypes, shapes, devices, labels, indices, coefficients or reduction.
+        TypeError / ValueError: on bad dtypes, shapes, devices, labels, indices, coefficients, ``same_label`` or
+            reduction.
     """
     check_reduction(reduction)
+    if same_label not in SAME_LABEL_MODES:
+        raise ValueError(f'same_label must be one of {SAME_LABEL_MODES}, got {same_label!r}')
     valid = _check_raw(raw_logits, target, ignore_index)
     if isinstance(mixed_logits, Tensor) and mixed_logits.dim() != raw_logits.dim() + 1:
         raise ValueError(f'mixed_logits must have shape (T, B, C, *spatial), one more dimension than raw_logits '
@@ -211,15 +224,19 @@ def mndcg_loss(raw_logits: Tensor, mixed_logits: Tensor, target: Tensor, permuta
     lam_values = _check_lams(lams, num_mixups)
 
     dtype = compute_dtype(raw_logits.dtype)
-    relevance = torch.maximum(lam_values, 1.0 - lam_values)
-    order = torch.sort(relevance, descending=True, stable=True).indices
-    conf = torch.cat([_max_confidence(raw_logits.to(dtype), dim=1).unsqueeze(0),
-                      _max_confidence(mixed_logits.to(dtype)[order.to(mixed_logits.device)], dim=2)])
-    relevance = torch.cat([relevance.new_ones(1), relevance[order]]).to(device=conf.device, dtype=dtype)
-    relevance = relevance.reshape((-1,) + (1,) * (conf.dim() - 1))
-
-    pair_valid = torch.stack([mixup_pair_valid(target, permutations[t], ignore_index=ignore_index)
-                              for t in order.tolist()])
+    conf_mixed = _max_confidence(mixed_logits.to(dtype), dim=2)  # (T, B, *spatial)
+    lam_rel = torch.maximum(lam_values, 1.0 - lam_values).to(device=conf_mixed.device, dtype=dtype)
+    partners = torch.stack([target[permutations[t].to(target.device)] for t in range(num_mixups)])
+    labelled = (partners != ignore_index) & valid.unsqueeze(0)
+    same = partners == target.unsqueeze(0)
+    lam_rel = lam_rel.reshape((-1,) + (1,) * (conf_mixed.dim() - 1))
+    relevance = torch.where(same, torch.ones_like(conf_mixed), lam_rel.expand_as(conf_mixed))
+    pair_valid = labelled & ~same if same_label == 'mask' else labelled
+    # per pixel: mixups by descending relevance, ties in draw order (stable), after the raw entry
+    order = torch.sort(relevance.detach(), dim=0, descending=True, stable=True).indices
+    conf = torch.cat([_max_confidence(raw_logits.to(dtype), dim=1).unsqueeze(0), conf_mixed.gather(0, order)])
+    relevance = torch.cat([torch.ones_like(conf[:1]), relevance.gather(0, order)])
+    pair_valid = pair_valid.gather(0, order)
     entry_valid = torch.cat([valid.unsqueeze(0), pair_valid])
     position = torch.cumsum(entry_valid.to(dtype), dim=0)  # 1-based position among the kept entries
     discount = torch.where(entry_valid, 1.0 / torch.log2(position + 1.0), position.new_zeros(()))

@@ -57,14 +57,14 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, OptMultiConfig, SampleList, add_prefix
 from torch import Tensor, nn
 
-from calibseg.functional.losses.rankmixup import mndcg_loss, mrl_loss
+from calibseg.functional.losses.rankmixup import SAME_LABEL_MODES, mndcg_loss, mrl_loss
 from calibseg.functional.mixup import MixupDraw, check_mixup_alpha, draw_mixup, mix_images
 from calibseg.models.wrappers import DelegatedTrainStepMixin
 
 __all__ = ['RankMixupEncoderDecoder', 'parse_rankmixup_cfg']
 
 MODES = ('mrl', 'mndcg')
-_KEYS = ('mode', 'alpha', 'margin', 'loss_weight', 'num_mixups', 'seed')
+_KEYS = ('mode', 'alpha', 'margin', 'loss_weight', 'num_mixups', 'seed', 'same_label')
 
 
 def _error(key: str, message: str) -> ValueError:
@@ -83,7 +83,9 @@ def parse_rankmixup_cfg(cfg: Optional[Dict[str, Any]]) -> Dict[str, Any]:
 
     Keys: ``mode`` (``'mrl'`` or ``'mndcg'``, required), ``alpha`` (Beta(a, a) shape, ``> 0``, default 2.0),
     ``margin`` (MRL only, ``>= 0``, default 1.0), ``loss_weight`` (``>= 0``, default 0.1), ``num_mixups`` (MRL:
-    1; M-NDCG: ``>= 2``, default 3), ``seed`` (int ``>= 0``, default 0).
+    1; M-NDCG: ``>= 2``, default 3), ``seed`` (int ``>= 0``, default 0), ``same_label`` (M-NDCG only: ``'keep'``,
+    the default and the authors' rule, ranks a mixup whose two sources share the pixel's label with relevance 1;
+    ``'mask'`` removes it from that pixel's list).
 
     Raises:
         ValueError: naming the offending key (unknown keys included).
@@ -117,6 +119,12 @@ def parse_rankmixup_cfg(cfg: Optional[Dict[str, Any]]) -> Dict[str, Any]:
                                        f"uses 3), got {num_mixups}; use mode='mrl' for one mixup")
         if 'margin' in cfg:
             raise _error('margin', "applies to mode='mrl' only (M-NDCG has no margin); remove it")
+        same_label = cfg.get('same_label', 'keep')
+        if same_label not in SAME_LABEL_MODES:
+            raise _error('same_label', f'must be one of {SAME_LABEL_MODES}, got {same_label!r}')
+        out['same_label'] = same_label
+    if mode == 'mrl' and 'same_label' in cfg:
+        raise _error('same_label', "applies to mode='mndcg' only (MRL always masks same-label pairs); remove it")
     out['num_mixups'] = num_mixups
     seed = cfg.get('seed', 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -162,6 +170,7 @@ class RankMixupEncoderDecoder(DelegatedTrainStepMixin, EncoderDecoder):
         self.margin: Optional[float] = options.get('margin')
         self.rank_loss_weight: float = options['loss_weight']
         self.num_mixups: int = options['num_mixups']
+        self.same_label: Optional[str] = options.get('same_label')
         self.mixup_seed: int = options['seed']
         self.mixup_generator = torch.Generator().manual_seed(self.mixup_seed)
         self._announced_delegation = False
@@ -239,7 +248,7 @@ class RankMixupEncoderDecoder(DelegatedTrainStepMixin, EncoderDecoder):
                              ignore_index=ignore_index)
         else:
             value = mndcg_loss(raw_logits, mixed_logits.unflatten(0, (self.num_mixups, batch)), target,
-                               draw.permutations, draw.lams, ignore_index=ignore_index)
+                               draw.permutations, draw.lams, same_label=self.same_label, ignore_index=ignore_index)
         losses[f'loss_{self.mode}'] = self.rank_loss_weight * value
         return losses
 

@@ -32,8 +32,11 @@ def naive_mrl(raw, mixed, target, perm, margin):
     return total / max(count, 1)
 
 
-def naive_mndcg(raw, mixed, target, perms, lams):
-    """Per-pixel lists built entry by entry, sorted with Python's stable sort, DCG/IDCG by their definition."""
+def naive_mndcg(raw, mixed, target, perms, lams, same_label='keep'):
+    """Per-pixel lists built entry by entry, sorted with Python's stable sort, DCG/IDCG by their definition.
+
+    A mixup whose two sources share the label has relevance 1 (the authors' mixed one-hot label:
+    lam + (1 - lam)) with ``same_label='keep'``, and is left out with ``'mask'``."""
     total, count = 0.0, 0
     num_mixups, batch, _, height, width = mixed.shape
     for b in range(batch):
@@ -45,10 +48,10 @@ def naive_mndcg(raw, mixed, target, perms, lams):
                 entries = []
                 for t in range(num_mixups):
                     y_partner = int(target[perms[t][b], h, w])
-                    if y_partner == IGNORE or y_partner == y:
+                    if y_partner == IGNORE or (y_partner == y and same_label == 'mask'):
                         continue
                     conf = float(torch.softmax(mixed[t, b, :, h, w], 0).max())
-                    entries.append((max(lams[t], 1 - lams[t]), conf))
+                    entries.append((1.0 if y_partner == y else max(lams[t], 1 - lams[t]), conf))
                 if not entries:
                     continue
                 entries = [(1.0, float(torch.softmax(raw[b, :, h, w], 0).max()))] + \
@@ -153,16 +156,41 @@ def test_mndcg_hand_computed():
         naive_mndcg(raw, mixed, target, perms.tolist(), lams), rel=1e-12)
 
 
-def test_mndcg_removes_same_label_entries_and_recounts_positions():
+def test_mndcg_keeps_same_label_entries_with_relevance_one_by_default():
+    # the authors' rule: mixup 2 (lam 0.5) pairs image 0 with image 2 (same class), so its relevance is
+    # 0.5 + 0.5 = 1 and it moves up to second place: raw (1, 0.8), mixup 2 (1, 0.55), mixup 1 (0.9, 0.6),
+    # mixup 0 (0.7, 0.9)
+    raw, mixed, target, perms, lams = _one_pixel_case(valid_mixups=(True, True, False))
+    dcg = 0.8 / 1 + 0.55 / math.log2(3) + 0.6 / 2 + 0.9 / math.log2(5)
+    idcg = 1.0 / 1 + 1.0 / math.log2(3) + 0.9 / 2 + 0.7 / math.log2(5)
+    per_pixel = mndcg_loss(raw, mixed, target, perms, lams, reduction='none')
+    assert per_pixel[0, 0, 0].item() == pytest.approx(1 - min(dcg, idcg) / max(dcg, idcg), rel=1e-12)
+    assert torch.equal(per_pixel, mndcg_loss(raw, mixed, target, perms, lams, same_label='keep', reduction='none'))
+    # every mixup same-label: all relevances 1, ties in draw order (confidences 0.9, 0.6, 0.55); still ranked
+    raw, mixed, target, perms, lams = _one_pixel_case(valid_mixups=(False, False, False))
+    dcg = 0.8 / 1 + 0.9 / math.log2(3) + 0.6 / 2 + 0.55 / math.log2(5)
+    idcg = 1.0 / 1 + 1.0 / math.log2(3) + 1.0 / 2 + 1.0 / math.log2(5)
+    per_pixel = mndcg_loss(raw, mixed, target, perms, lams, reduction='none')
+    assert per_pixel[0, 0, 0].item() == pytest.approx(1 - min(dcg, idcg) / max(dcg, idcg), rel=1e-12)
+
+
+def test_mndcg_mask_option_removes_same_label_entries_and_recounts_positions():
     raw, mixed, target, perms, lams = _one_pixel_case(valid_mixups=(True, False, True))
     # mixup 1 (relevance 0.9) pairs image 0 with image 2 (same class): removed, the others move up
     dcg = 0.8 / 1 + 0.9 / math.log2(3) + 0.55 / 2
     idcg = 1.0 / 1 + 0.7 / math.log2(3) + 0.5 / 2
+    per_pixel = mndcg_loss(raw, mixed, target, perms, lams, same_label='mask', reduction='none')
+    assert per_pixel[0, 0, 0].item() == pytest.approx(1 - min(dcg, idcg) / max(dcg, idcg), rel=1e-12)
+    # kept by default, with relevance 1: raw (1, 0.8), mixup 1 (1, 0.6), mixup 0 (0.7, 0.9), mixup 2 (0.5, 0.55)
+    dcg = 0.8 / 1 + 0.6 / math.log2(3) + 0.9 / 2 + 0.55 / math.log2(5)
+    idcg = 1.0 / 1 + 1.0 / math.log2(3) + 0.7 / 2 + 0.5 / math.log2(5)
     per_pixel = mndcg_loss(raw, mixed, target, perms, lams, reduction='none')
     assert per_pixel[0, 0, 0].item() == pytest.approx(1 - min(dcg, idcg) / max(dcg, idcg), rel=1e-12)
     # no valid mixup at all: the pixel takes no part
     raw, mixed, target, perms, lams = _one_pixel_case(valid_mixups=(False, False, False))
-    assert mndcg_loss(raw, mixed, target, perms, lams, reduction='none')[0, 0, 0].item() == 0.0
+    assert mndcg_loss(raw, mixed, target, perms, lams, same_label='mask', reduction='none')[0, 0, 0].item() == 0.0
+    with pytest.raises(ValueError, match='same_label'):
+        mndcg_loss(raw, mixed, target, perms, lams, same_label='drop')
 
 
 def test_mndcg_is_symmetric_in_over_and_under_confidence():
@@ -180,18 +208,22 @@ def test_mndcg_is_symmetric_in_over_and_under_confidence():
 
 @pytest.mark.parametrize('seed', [0, 1, 2])
 @pytest.mark.parametrize('num_mixups', [2, 3])
-def test_mndcg_matches_naive_loops(seed, num_mixups):
+@pytest.mark.parametrize('same_label', ['keep', 'mask'])
+def test_mndcg_matches_naive_loops(seed, num_mixups, same_label):
     raw, mixed, target, perms, lams = _random_case(seed=seed, num_mixups=num_mixups)
-    loss = mndcg_loss(raw, mixed, target, perms, lams)
-    assert loss.item() == pytest.approx(naive_mndcg(raw, mixed, target, perms.tolist(), lams), rel=1e-12)
+    loss = mndcg_loss(raw, mixed, target, perms, lams, same_label=same_label)
+    want = naive_mndcg(raw, mixed, target, perms.tolist(), lams, same_label=same_label)
+    assert loss.item() == pytest.approx(want, rel=1e-12)
     assert loss.item() > 0
 
 
-def test_mndcg_ties_in_relevance_keep_draw_order():
+@pytest.mark.parametrize('same_label', ['keep', 'mask'])
+def test_mndcg_ties_in_relevance_keep_draw_order(same_label):
     raw, mixed, target, perms, _ = _random_case(seed=5)
     lams = [0.3, 0.7, 0.3]  # three equal relevances 0.7
-    loss = mndcg_loss(raw, mixed, target, perms, torch.tensor(lams, dtype=torch.float64))
-    assert loss.item() == pytest.approx(naive_mndcg(raw, mixed, target, perms.tolist(), lams), rel=1e-12)
+    loss = mndcg_loss(raw, mixed, target, perms, torch.tensor(lams, dtype=torch.float64), same_label=same_label)
+    want = naive_mndcg(raw, mixed, target, perms.tolist(), lams, same_label=same_label)
+    assert loss.item() == pytest.approx(want, rel=1e-12)
 
 
 def test_mndcg_gradcheck():
@@ -254,8 +286,14 @@ def test_no_valid_pixel_gives_a_connected_zero():
     raw.requires_grad_()
     identity = torch.arange(3)
     for value in (mrl_loss(raw, mixed[0], target, identity),
-                  mndcg_loss(raw, mixed, target, identity.repeat(3, 1), lams)):
+                  mndcg_loss(raw, mixed, target, identity.repeat(3, 1), lams, same_label='mask')):
         assert value.item() == 0.0 and value.requires_grad
+    # the authors' rule ranks an image mixed with itself (relevance 1); only ignored partners leave nothing
+    assert mndcg_loss(raw, mixed, target, identity.repeat(3, 1), lams).item() > 0
+    unlabelled = torch.full_like(target, IGNORE)
+    unlabelled[0] = target[0]
+    value = mndcg_loss(raw, mixed, unlabelled, torch.tensor([[1, 2, 0]] * 3), lams)
+    assert value.item() == 0.0 and value.requires_grad
 
 
 # ------------------------------------------------------------------------------------------------- bad input

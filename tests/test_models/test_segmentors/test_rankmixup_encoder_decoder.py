@@ -145,6 +145,19 @@ def test_mndcg_concatenates_the_mixups_in_one_pass():
     assert losses['loss_mndcg'].item() > 0
 
 
+def test_mndcg_same_label_option_reaches_the_loss():
+    # the pair (image 1, itself) in draw 1 shares every label: kept with relevance 1 by default, masked on request
+    draw = MixupDraw(torch.tensor([0.2, 0.9, 0.6], dtype=torch.float64), torch.tensor([[1, 0], [0, 1], [1, 0]]))
+    values = {}
+    for option in ('keep', 'mask'):
+        model = _no_dropout(_build('mndcg', same_label=option))
+        assert model.same_label == option
+        data = model.data_preprocessor(_batch(), True)
+        values[option] = model(data['inputs'], data['data_samples'], mode='loss', mixup=draw)['loss_mndcg'].item()
+    assert _build('mndcg').same_label == 'keep'
+    assert values['keep'] != pytest.approx(values['mask'])
+
+
 def test_generator_state_travels_with_the_state_dict():
     model = _build('mrl', seed=7)
     model.draw_mixup(2)
@@ -214,6 +227,8 @@ def test_delegating_ddp_step_equals_the_plain_step(single_process_group):
     ('mrl', dict(loss_weight=float('inf')), 'loss_weight'),
     ('mrl', dict(seed=-1), 'seed'),
     ('mrl', dict(beta=2.0), 'unknown keys'),
+    ('mndcg', dict(same_label='drop'), 'same_label'),
+    ('mrl', dict(same_label='mask'), 'same_label'),
 ])
 def test_bad_rankmixup_config_fails_at_build_naming_the_key(mode, options, key):
     with pytest.raises(ValueError, match=key):
