@@ -113,22 +113,3 @@ def test_families_select_keys():
     top.update(torch.randn(10, 4, generator=gen), torch.randint(0, 4, (10,), generator=gen))
     with pytest.raises(ValueError, match='classwise=True'):
         calibration_metrics(top, metrics=['cwCE'])
-
-
-def test_core_imports_no_openmmlab_package():
-    """The functional core imports only torch/numpy and itself (``import calibseg`` may register into mmseg)."""
-    import ast
-    import pathlib
-
-    import calibseg.functional.calibration as pkg
-    for path in pathlib.Path(pkg.__file__).parent.glob('*.py'):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ''] if node.level == 0 else []
-            else:
-                continue
-            for name in names:
-                assert name.split('.')[0] in {'torch', 'numpy', 'math', 'typing', 'dataclasses', 'threading',
-                                              'concurrent', 'cv2'}, (path.name, name)
