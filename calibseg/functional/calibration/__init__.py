@@ -13,7 +13,17 @@ its constants: :mod:`.grid`; per-pixel input conventions: :mod:`.statistics`.
 """
 from .binned import equal_mass_bins, reliability_bins
 from .grid import DEFAULT_GRID, CalibrationGrid
-from .kernel import kde_bandwidth, kdece, mmce, sece_from_cells, smece, smooth_ece
+from .kernel import (
+    kde_bandwidth,
+    kdece,
+    kdece_bound,
+    kdece_gaussian,
+    kdece_points,
+    mmce,
+    sece_from_cells,
+    smece,
+    smooth_ece,
+)
 from .metrics import (
     DEFAULT_BINS,
     METRIC_FAMILIES,
@@ -29,7 +39,7 @@ from .statistics import BinaryCalibrationStatistics, CalibrationStatistics
 __all__ = [
     'CalibrationGrid', 'DEFAULT_GRID', 'CalibrationStatistics', 'BinaryCalibrationStatistics',
     'calibration_metrics', 'approximation_bounds', 'classwise_table', 'reliability_bins', 'equal_mass_bins',
-    'DEFAULT_BINS', 'METRIC_FAMILIES', 'sece', 'sece_from_cells', 'kdece', 'kde_bandwidth', 'mmce', 'smece',
-    'smooth_ece', 'ks_error', 'auroc', 'aurc', 'fpr_at_95', 'aupr_error', 'SpatialCalibrationStatistics',
-    'boundary_distance', 'boundary_pixels'
+    'DEFAULT_BINS', 'METRIC_FAMILIES', 'sece', 'sece_from_cells', 'kdece', 'kdece_points', 'kdece_bound',
+    'kdece_gaussian', 'kde_bandwidth', 'mmce', 'smece', 'smooth_ece', 'ks_error', 'auroc', 'aurc', 'fpr_at_95',
+    'aupr_error', 'SpatialCalibrationStatistics', 'boundary_distance', 'boundary_pixels'
 ]

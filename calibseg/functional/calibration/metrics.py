@@ -14,7 +14,8 @@ family             keys
 ``'dECE'``         ``dECE_15`` (debiased L2 ECE)
 ``'OE'``, ``'UE'`` ``OE_15``, ``UE_15`` (``OE_10``, ``UE_10`` for binary maps)
 ``'KSCE'``         ``KSCE``
-``'KDECE'``        ``KDECE``
+``'KDECE'``        ``KDECE`` (Zhang et al.'s estimator as the benchmark computes it, see :func:`.kernel.kdece`;
+                   NaN without correct pixels or when they all share one confidence)
 ``'MMCE'``         ``MMCE``
 ``'smECE'``        ``smECE``
 ``'SECE'``         ``SECE``
@@ -23,7 +24,8 @@ family             keys
 ``'FPR95'``        ``FPR95`` (failure detection: wrong pixels above the 95 %-TPR threshold; NaN like AUROC)
 ``'AUPR_err'``     ``AUPR_err`` (average precision of finding wrong pixels by low confidence; NaN like AUROC)
 ``'NLL'``          ``NLL`` (mean, nats)
-``'Brier'``        ``Brier`` (mean)
+``'Brier'``        ``Brier``: ``(1/N) Σ_i Σ_k (p_{i,k} - 1[y_i = k])^2``, summed over the classes per pixel
+                   (``K`` times the ``N·K`` average of the benchmark's library; binary maps: ``(p_i - y_i)^2``)
 ``'Acc'``          ``Acc`` (pixel accuracy)
 =================  ==========================================================================================
 
@@ -32,8 +34,9 @@ Every calibration error, ``AUROC``, ``AURC`` and ``Acc`` is in **percent** (×10
 """
 from typing import Dict, Iterable, Optional, Sequence
 
-from .binned import bin_sums, binned_errors, classwise_ece, equal_mass_bound
-from .kernel import cell_points, kdece, mmce, sece_from_cells, smece
+from .binned import bin_sums, binned_errors, classwise_ece
+from .bounds import equal_mass_error_bound
+from .kernel import cell_points, kdece, kdece_bound, mmce, sece_from_cells, smece
 from .ranking import aupr_error, aurc, auroc, fpr_at_95, ks_error, ranking_bounds
 from .statistics import CalibrationStatistics
 
@@ -173,24 +176,27 @@ def calibration_metrics(stats: CalibrationStatistics, *, metrics: Optional[Itera
 
 def approximation_bounds(stats: CalibrationStatistics, *, bins: Sequence[int] = DEFAULT_BINS
                          ) -> Dict[str, float]:
-    """Bounds (percent) on ``|grid value - exact per-pixel value|`` of the order-dependent keys.
+    """Bounds (percent) on ``|grid value - exact per-pixel value|`` of the grid-dependent keys.
 
-    ``ECE_em_{B}`` and ``cwCE_em_{B}`` (``2m/N``, see :mod:`.binned`; for ``cwCE_em`` the mean of the per-class
-    bounds), ``KSCE``, ``AUROC`` and ``AURC`` (see :mod:`.ranking`). Equal-width keys, ``NLL``, ``Brier`` and
-    ``Acc`` are exact (bound 0, not listed); the kernel estimators carry the ``O(w/h)`` grid error of
-    :mod:`.kernel`.
+    ``ECE_em_{B}`` and ``cwCE_em_{B}`` (tie-aware, see :mod:`.bounds`; for ``cwCE_em`` the mean of the per-class
+    bounds), ``KSCE``, ``AUROC`` and ``AURC`` (see :mod:`.ranking`) and ``KDECE`` (:func:`.kernel.kdece_bound`,
+    a worst case; NaN when KDECE is). Equal-width keys, ``NLL``, ``Brier`` and ``Acc`` are exact (bound 0, not
+    listed); the other kernel estimators carry the ``O(w/h)`` grid error of :mod:`.kernel`.
     """
     check_nonempty(stats)
     bins = _check_bin_list(bins, stats.grid.base_cells)
     out: Dict[str, float] = {}
-    count = stats.count.detach().cpu()
+    grid = stats.grid
+    edges = (grid.lower, grid.upper, grid.single_valued)
+    count, correct = stats.count.detach().cpu(), stats.sum_correct.detach().cpu()
     for b in bins:
-        out[f'ECE_em_{b}'] = _PCT * float(equal_mass_bound(count, b))
+        out[f'ECE_em_{b}'] = _PCT * float(equal_mass_error_bound(count, correct, *edges, b))
     if stats.classwise:
-        cw = stats.cw_count.detach().cpu()
+        cw, cw_label = stats.cw_count.detach().cpu(), stats.cw_sum_label.detach().cpu()
         for b in bins:
-            out[f'cwCE_em_{b}'] = _PCT * _class_mean(stats, equal_mass_bound(cw, b))
+            out[f'cwCE_em_{b}'] = _PCT * _class_mean(stats, equal_mass_error_bound(cw, cw_label, *edges, b))
     out.update({k: _PCT * v for k, v in ranking_bounds(stats).items()})
+    out['KDECE'] = _PCT * kdece_bound(stats)
     return out
 
 
