@@ -6,17 +6,18 @@
 import argparse
 import json
 import os.path as osp
+from typing import Optional, Sequence
 
 from calibseg.visualization import plot_classwise_reliability, plot_reliability_diagram
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description='Re-draw reliability diagrams from per-bin JSON statistics')
     parser.add_argument('json_files', nargs='+', help='JSON files written by ReliabilityDiagramHook')
     parser.add_argument('--out', help='output PNG (only with one JSON file); default: beside the JSON')
     parser.add_argument('--classwise', action='store_true', help='also draw the per-class diagrams')
     parser.add_argument('--title', default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.out and len(args.json_files) > 1:
         parser.error('--out needs exactly one JSON file')
     for path in args.json_files:

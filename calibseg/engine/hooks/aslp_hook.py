@@ -213,6 +213,8 @@ class ASLPHook(Hook):
     @torch.no_grad()
     def measure_accuracy(self, runner) -> float:
         """Pooled pixel accuracy of the current model on the held-out images (all ranks together)."""
+        from ...apis.inference import iter_seg_logits  # the one inference loop (apis sits above engine)
+
         if self._loader is None:
             raise RuntimeError('ASLPHook.measure_accuracy before before_train built the held-out loader')
         model = self._segmentor(runner)
@@ -220,15 +222,17 @@ class ASLPHook(Hook):
         wrapper = runner.model
         was_training = wrapper.training
         wrapper.eval()
+        threshold = getattr(model.decode_head, 'threshold', None)
         correct, total = 0, 0
         try:
-            for data in self._loader:
-                for sample in wrapper.test_step(data):
-                    pred = sample.pred_sem_seg.data.reshape(sample.pred_sem_seg.data.shape[-2:]).long()
-                    gt = sample.gt_sem_seg.data.reshape(sample.gt_sem_seg.data.shape[-2:]).to(pred.device).long()
-                    valid = gt != ignore_index
-                    correct += int(((pred == gt) & valid).sum())
-                    total += int(valid.sum())
+            for item in iter_seg_logits(wrapper, self._loader, resolution='label'):
+                # the model's own prediction rule (mmseg's postprocess_result): argmax, or sigmoid > threshold
+                z = item.logits
+                pred = z.argmax(dim=0) if z.shape[0] > 1 else (z[0].sigmoid() > threshold).long()
+                gt = item.labels.to(pred.device)
+                valid = gt != ignore_index
+                correct += int(((pred == gt) & valid).sum())
+                total += int(valid.sum())
         finally:
             wrapper.train(was_training)
         counts = torch.tensor([correct, total], dtype=torch.float64, device=model.aslp_alpha.device)
