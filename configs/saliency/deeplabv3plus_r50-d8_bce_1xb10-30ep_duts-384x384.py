@@ -5,6 +5,7 @@ _base_ = [
     '../_base_/models/deeplabv3plus_r50-d8_binary.py', '../_base_/datasets/duts_384x384.py',
     'mmseg::_base_/default_runtime.py', '../_base_/schedules/adam_30ep_saliency.py'
 ]
+custom_imports = dict(imports=['calibseg'], allow_failed_imports=False)
 crop_size = (384, 384)
 data_preprocessor = dict(size=crop_size)
 model = dict(data_preprocessor=data_preprocessor)

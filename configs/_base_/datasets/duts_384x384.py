@@ -9,7 +9,6 @@
 #   ground_truth_mask}, data/HKU-IS/{imgs,gt}, data/PASCAL-S/*.jpg|*.png, data/DUT-OMRON/{DUT-OMRON-image,
 #   pixelwiseGT-new-PNG}, data/SOD/{Image,Mask}. Check a download with
 #   tools/dataset_converters/check_saliency_dataset.py.
-custom_imports = dict(imports=['calibseg'], allow_failed_imports=False)
 data_root = 'data/DUTS'
 crop_size = (384, 384)
 held_out = 1000
