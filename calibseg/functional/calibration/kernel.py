@@ -203,10 +203,12 @@ def kdece_bound(stats, *, bandwidth: Optional[float] = None) -> float:
     ``φ_l(c)``, piecewise linear in ``c`` with knots at the nodes. All pixels: the cell mean keeps the linear
     part, so only the knots inside cell ``j`` (``k_j``, counted also in its mirror image when that lies within
     reach) err: ``∫|Δρ̂| <= D_2 Σ_j k_j n_j w_j / (2N)``, ``D_2`` the summed absolute second difference of the
-    sampled kernel. Correct pixels (their mean inside a cell is not stored): ``∫|Δ N_1ρ̂_1/N| <= D_1 Σ_j A_j w_j
-    (1 + mirrored) / N``, ``D_1`` the kernel's total variation. Then ``|ΔKDECE| <= (2E_ρ + E_1 + V E_ρ) / (P -
-    E_ρ)`` with ``P = ∫ρ̂`` and ``V`` the value. It is a worst case (the correct pixels sitting at one end of
-    every cell): real data lie far inside it. The ``1e-6`` density cut-off is allowed for with ``2e-6``.
+    sampled kernel. Correct pixels: their mean ``m_j`` inside a cell is not stored, but
+    ``|m_j - x_j| <= w_j (n_j - A_j) / n_j``, so ``∫|Δ N_1ρ̂_1/N| <= Σ_j [D_1 A_j (n_j - A_j) w_j / n_j
+    (1 + mirrored) + D_2 k_j A_j w_j / 2] / N``, ``D_1`` the kernel's total variation. Then ``|ΔKDECE| <= (2E_ρ +
+    E_1 + V E_ρ) / (P - E_ρ)`` with ``P = ∫ρ̂`` and ``V`` the value. It is a worst case (the correct and wrong
+    pixels of every mixed cell at opposite ends): real data lie far inside it. The ``1e-6`` density cut-off is
+    allowed for with ``2e-6``.
     """
     x, n, a, _ = cell_points(stats)
     h = kde_bandwidth(stats) if bandwidth is None else float(bandwidth)
@@ -235,7 +237,8 @@ def kdece_bound(stats, *, bandwidth: Optional[float] = None) -> float:
     img_lo, img_hi = torch.where(upper < 0.5, -upper, 2.0 - upper), torch.where(upper < 0.5, -lower, 2.0 - lower)
     k = knots(lower, upper) + torch.where(near, knots(img_lo, img_hi), torch.zeros_like(lower))
     e_all = d2 * float((k * n * width).sum()) / (2.0 * big_n)
-    e_cor = d1 * float((a * width * (1.0 + near.double())).sum()) / big_n
+    shift = a * (n - a) / n * width  # A_j |m_j - x_j| at most
+    e_cor = (d1 * float((shift * (1.0 + near.double())).sum()) + d2 * float((k * a * width).sum()) / 2.0) / big_n
     # the cell that ends at 1/2 may hold pixels at exactly 1/2, whose image goes to 3/2 instead of -1/2
     if reach >= 0.5 - 1.0 / grid.base_cells:
         half = (lower < 0.5) & (upper >= 0.5)

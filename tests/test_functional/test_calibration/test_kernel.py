@@ -83,6 +83,24 @@ def test_kdece_streamed_within_its_bound(case, oracle):
     assert abs(got - want) <= 1e-3 * want  # the bound is a worst case; real data lie far inside it
 
 
+@pytest.mark.parametrize('n_cells', [40, 400])
+def test_kdece_bound_holds_on_adversarial_cells(oracle, n_cells):
+    # inside every cell the correct pixels sit at its low end and the wrong ones at its high end: the cell mean
+    # misplaces the correct pixels by almost a cell width, the worst case the bound is built for
+    rng = np.random.default_rng(n_cells)
+    cells = rng.choice(np.arange(1700, 2990), size=n_cells, replace=False)
+    lo, hi = cells / 3000.0 + 1e-7, (cells + 1) / 3000.0 - 1e-7
+    n_right, n_wrong = rng.integers(1, 8, n_cells), rng.integers(1, 4, n_cells)
+    conf = np.concatenate([np.repeat(lo, n_right), np.repeat(hi, n_wrong)])
+    cor = np.concatenate([np.ones(n_right.sum()), np.zeros(n_wrong.sum())])
+    p = torch.from_numpy(np.stack([conf, 1.0 - conf], 1))
+    s = CalibrationStatistics(2, input_type='probs', classwise=False).update(p, torch.from_numpy(1 - cor).long())
+    want = oracle.kdece(conf, cor)
+    assert abs(kdece(s) - want) <= kdece_bound(s)
+    assert kdece_points(torch.from_numpy(conf), torch.ones(len(conf), dtype=torch.float64),
+                        torch.from_numpy(cor)) == pytest.approx(want, rel=1e-6)
+
+
 def test_triweight_kernel_is_a_density_of_std_h():
     spacing = (KDE_RANGE[1] - KDE_RANGE[0]) / (KDE_NODES - 1)
     for h in (0.003, 0.02, 0.1):
