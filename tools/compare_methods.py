@@ -21,6 +21,7 @@ from mmengine.config import Config
 from calibseg.apis.experiment import (
     REPO_ROOT,
     demo_data_options,
+    ensure_demo_data,
     markdown_table,
     method_name,
     run_name,
@@ -40,6 +41,7 @@ def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
     parser.add_argument('--configs', nargs='+', default=None, help=f'default: every {DEMO_GLOB}')
     parser.add_argument('--reuse', action='store_true', help='do not retrain runs that finished')
     parser.add_argument('--no-write', action='store_true', help='print the table only')
+    parser.add_argument('--verbose', action='store_true', help="mmengine's full logs on the console too")
     return parser.parse_args(argv)
 
 
@@ -53,17 +55,15 @@ def main(argv: Sequence[str] = None) -> None:
     configs = args.configs or sorted(p for p in glob.glob(osp.join(REPO_ROOT, DEMO_GLOB))
                                      if osp.basename(osp.dirname(p)) != 'posthoc')
     configs = sorted(configs, key=lambda c: (method_name(c) != 'ce', method_name(c)))  # CE first
-    if not osp.isdir(osp.join(args.data_root, 'VOCdevkit')):
-        raise FileNotFoundError(f'no demo data in {args.data_root}: run '
-                                '`python tools/dataset_converters/generate_demo_data.py --out data/demo`')
+    ensure_demo_data(args.data_root, datasets=('voc',))
     results: Dict[str, Dict[str, float]] = {}
     start = time.time()
     for config in configs:
         opts = demo_data_options(args.data_root, config=config)
         work_dir = osp.join(args.work_dir, run_name(config))
         if not (args.reuse and finished(config, work_dir)):
-            train(config, work_dir, opts)
-        results[method_name(config)] = test_latest(config, work_dir, opts)
+            train(config, work_dir, opts, quiet=not args.verbose)
+        results[method_name(config)] = test_latest(config, work_dir, opts, quiet=not args.verbose)
         gamma = training_log_mean(work_dir, 'gamma_mean')  # γ-Net runs log the mean γ they train with
         if gamma is not None:
             results[method_name(config)]['gamma_mean'] = gamma

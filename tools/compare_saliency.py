@@ -17,16 +17,20 @@ import argparse
 import os.path as osp
 import platform
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from mmengine.config import Config
 
 from calibseg.apis.experiment import (
     REPO_ROOT,
+    aslp_alpha_statistics,
+    ensure_demo_data,
+    epoch_budget_options,
     markdown_table,
     method_name,
     run_name,
+    saliency_data_options,
     test_latest,
     train,
     write_marked_section,
@@ -55,64 +59,24 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--max-epochs', type=int, default=None, help='shorter runs (to check the script)')
     parser.add_argument('--reuse', action='store_true', help='do not retrain runs that finished')
     parser.add_argument('--no-write', action='store_true', help='print the table only')
+    parser.add_argument('--verbose', action='store_true', help="mmengine's full logs on the console too")
     return parser.parse_args(argv)
-
-
-def data_options(data_root: str) -> List[str]:
-    """``--cfg-options`` pointing every loader of the demo saliency configs at ``<data_root>/DUTS``."""
-    duts = osp.join(data_root, 'DUTS')
-    return [f'train_dataloader.dataset.dataset.data_root={duts}',
-            f'aslp_val_dataloader.dataset.dataset.data_root={duts}',
-            f'val_dataloader.dataset.data_root={duts}', f'test_dataloader.dataset.data_root={duts}']
-
-
-def budget_options(config: str, max_epochs: Optional[int]) -> List[str]:
-    """Options for a shorter schedule (the same for every method; ASLP updates at least in the last epoch)."""
-    if not max_epochs:
-        return []
-    opts = [f'train_cfg.max_epochs={max_epochs}', f'train_cfg.val_interval={max_epochs}',
-            f'default_hooks.checkpoint.interval={max_epochs}', f'param_scheduler.0.end={max_epochs}']
-    model = Config.fromfile(config).model
-    if model.get('type') == 'ASLPEncoderDecoder' and model.get('update_from_epoch', 6) > max_epochs:
-        opts.append(f'model.update_from_epoch={max_epochs}')
-    return opts
-
-
-def max_epochs_of(config: str, max_epochs: Optional[int]) -> int:
-    return max_epochs or Config.fromfile(config).train_cfg.max_epochs
-
-
-def alpha_statistics(work_dir: str) -> Dict[str, float]:
-    """Mean and median of the ASLP table in the run's newest checkpoint (empty for other methods)."""
-    from mmengine.runner import find_latest_checkpoint
-
-    from calibseg.compat import load_trusted_checkpoint
-    from calibseg.engine.hooks.aslp_hook import alpha_summary
-
-    ckpt = find_latest_checkpoint(work_dir)
-    alpha = load_trusted_checkpoint(ckpt, map_location='cpu')['state_dict'].get('aslp_alpha') if ckpt else None
-    if alpha is None or alpha.numel() == 0:
-        return {}
-    summary = alpha_summary(alpha)
-    return dict(alpha_mean=summary['mean'], alpha_q50=summary['q50'])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    if not osp.isdir(osp.join(args.data_root, 'DUTS', 'DUTS-TR')):
-        raise FileNotFoundError(f'no demo DUTS data in {args.data_root}: run '
-                                '`python tools/dataset_converters/generate_demo_data.py --out data/demo`')
+    ensure_demo_data(args.data_root, datasets=('duts',))
     results: Dict[str, Dict[str, float]] = {}
     start = time.time()
     for rel in CONFIGS:
         config = osp.join(REPO_ROOT, rel)
         work_dir = osp.join(args.work_dir, run_name(config))
-        opts = data_options(args.data_root) + budget_options(config, args.max_epochs)
-        final = osp.join(work_dir, f'epoch_{max_epochs_of(config, args.max_epochs)}.pth')
+        opts = saliency_data_options(args.data_root) + epoch_budget_options(config, args.max_epochs)
+        final = osp.join(work_dir, f'epoch_{args.max_epochs or Config.fromfile(config).train_cfg.max_epochs}.pth')
         if not (args.reuse and osp.isfile(final)):
-            train(config, work_dir, opts)
-        metrics = dict(test_latest(config, work_dir, opts))
-        metrics.update(alpha_statistics(work_dir))
+            train(config, work_dir, opts, quiet=not args.verbose)
+        metrics = dict(test_latest(config, work_dir, opts, quiet=not args.verbose))
+        metrics.update(aslp_alpha_statistics(work_dir))
         results[method_name(config).upper().replace('SCBCE', 'SC-BCE')] = metrics
     epochs = args.max_epochs or 30
     command = 'python tools/compare_saliency.py' + (f' --max-epochs {args.max_epochs}' if args.max_epochs else '')

@@ -1,19 +1,16 @@
 """Evaluate a checkpoint with mmengine's Runner (mmseg's CLI conventions).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--quiet] [--cfg-options k=v ...]
     bash tools/dist_test.sh CONFIG CHECKPOINT NPROC [args...]
 
-The checkpoint named here is loaded as a trusted file (full unpickling, needed for checkpoints that mmengine's
-Runner saved under torch >= 2.6); pass --weights-only for files of unknown origin (plain state dicts only).
+A command line over :func:`calibseg.apis.test`: only the test dataloader's data must exist. The checkpoint named
+here is loaded as a trusted file (full unpickling, needed for checkpoints that mmengine's Runner saved under
+torch >= 2.6); pass --weights-only for files of unknown origin (plain state dicts only).
 """
 import argparse
 import os
 
 from mmengine.config import DictAction
-from mmengine.runner import Runner
-
-from calibseg.compat import trusted
-from calibseg.utils.run_setup import load_run_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -23,6 +20,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='the dir to save logs, metrics and diagrams')
     parser.add_argument('--weights-only', action='store_true',
                         help="load the checkpoint with torch's safe loader (weights_only=True)")
+    parser.add_argument('--quiet', action='store_true',
+                        help='only the test result on the console; full log in the work dir')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (mmengine syntax)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -34,13 +33,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if not os.path.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
-    cfg = load_run_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
-                          launcher=args.launcher)
-    cfg.load_from = args.checkpoint if args.weights_only else trusted(args.checkpoint)
-    runner = Runner.from_cfg(cfg)
-    runner.test()
+    from calibseg.apis import test
+
+    test(args.config, args.checkpoint, work_dir=args.work_dir, cfg_options=args.cfg_options,
+         weights_only=args.weights_only, launcher=args.launcher, quiet=args.quiet)
 
 
 if __name__ == '__main__':

@@ -1,15 +1,15 @@
 """Train a segmentor with mmengine's Runner (mmseg's CLI, plus calibseg's CPU/torch-2.6+ compatibility).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume] [--amp] [--cfg-options k=v ...]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume] [--amp] [--quiet] [--cfg-options k=v ...]
     bash tools/dist_train.sh CONFIG NPROC [args...]        # torchrun; gloo on CPU, nccl on GPU
+
+A command line over :func:`calibseg.apis.train`. ``--quiet``: one progress line and a short validation result on
+the console, mmengine's full log in the run's work directory.
 """
 import argparse
 import os
 
 from mmengine.config import DictAction
-from mmengine.runner import Runner
-
-from calibseg.utils.run_setup import load_run_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -18,8 +18,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--resume', action='store_true',
                         help='resume from the newest checkpoint in the work dir (a trusted file: the same '
-                        'Runner wrote it), or from `load_from` if the config sets one')
+                        'Runner wrote it; refused if last_checkpoint points outside the work dir), or from '
+                        '`load_from` if the config sets one')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision (AmpOptimWrapper)')
+    parser.add_argument('--quiet', action='store_true',
+                        help='progress line and short results on the console; full log in the work dir')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (mmengine syntax)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -31,15 +34,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = load_run_config(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
-                          launcher=args.launcher, resume=args.resume)
-    if args.amp:
-        if cfg.optim_wrapper.type not in ('OptimWrapper', 'AmpOptimWrapper'):
-            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {cfg.optim_wrapper.type}')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    from calibseg.apis import train
+
+    train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options, resume=args.resume, amp=args.amp,
+          launcher=args.launcher, quiet=args.quiet)
 
 
 if __name__ == '__main__':

@@ -1,23 +1,25 @@
-"""Train-and-evaluate helpers behind ``tools/demo.py`` and ``tools/compare_methods.py``.
+"""Train-and-evaluate helpers behind ``tools/demo.py``, ``tools/compare_methods.py`` and
+``tools/compare_saliency.py``.
 
-Training runs ``tools/train.py`` in a child process (a clean mmengine state per run, its progress log streamed to
-the terminal); testing runs ``Runner.test()`` in this process on the run's newest checkpoint and returns the
-metrics dict. Results tables are Markdown, written between marker comments so a script can refresh them.
+Training and testing run in this process through :mod:`calibseg.apis.runs` (mmengine's Runner, one fresh
+set of mmengine singletons per run); testing evaluates the run's own newest checkpoint and returns the metrics
+dict. Results tables are Markdown, written between marker comments so a script can refresh them.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import os.path as osp
 import re
-import subprocess
-import sys
+import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RESULTS_START = '<!-- calibseg:results:start -->'
 RESULTS_END = '<!-- calibseg:results:end -->'
+# the demo's figures are bit-identical from run to run on one kind of machine with these settings
+DEMO_THREADS = 2
+DETERMINISTIC_OPTIONS = ('randomness.seed=0', 'randomness.deterministic=True')
 
 # (result key, row title, format): accuracy first, then calibration (percent) and the proper scores
 DEFAULT_ROWS: Tuple[Tuple[str, str, str], ...] = (
@@ -33,8 +35,10 @@ DEFAULT_ROWS: Tuple[Tuple[str, str, str], ...] = (
     ('gamma_mean', 'mean learned γ (γ-Net)', '{:.2f}'),
 )
 
-__all__ = ['run_name', 'method_name', 'demo_data_options', 'train', 'test_latest', 'markdown_table',
-           'write_marked_section', 'training_log_mean', 'REPO_ROOT', 'DEFAULT_ROWS']
+__all__ = ['run_name', 'method_name', 'demo_data_options', 'ensure_demo_data', 'reproducible', 'train',
+           'test_latest', 'latest_checkpoint', 'markdown_table', 'write_marked_section', 'training_log_mean',
+           'saliency_data_options', 'epoch_budget_options', 'aslp_alpha_statistics',
+           'REPO_ROOT', 'DEFAULT_ROWS', 'DEMO_THREADS', 'DETERMINISTIC_OPTIONS']
 
 
 def run_name(config: str) -> str:
@@ -78,32 +82,93 @@ def demo_data_options(data_root: str, max_iters: Optional[int] = None, *, config
     return opts
 
 
-def train(config: str, work_dir: str, cfg_options: Sequence[str]) -> None:
-    """Train ``config`` with ``tools/train.py`` in a child process (raises if it fails)."""
-    cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config, '--work-dir', work_dir]
-    if cfg_options:
-        cmd += ['--cfg-options', *cfg_options]
-    print(f'[calibseg] training {run_name(config)} -> {work_dir}', flush=True)
-    subprocess.run(cmd, check=True, env=dict(os.environ, PYTHONUNBUFFERED='1'))
+def ensure_demo_data(data_root: str, *, datasets: Sequence[str] = ('voc', 'duts')) -> bool:
+    """Generate the embedded demo data under ``data_root`` unless it is there; returns whether it generated."""
+    from ..datasets.demo import generate_demo_data
+
+    marker = {'voc': osp.join('VOCdevkit', 'VOC2012', 'ImageSets', 'Segmentation', 'val.txt'),
+              'duts': osp.join('DUTS', 'DUTS-TE', 'DUTS-TE-Mask')}
+    missing = [d for d in datasets if not osp.exists(osp.join(data_root, marker[d]))]
+    for name in missing:
+        generate_demo_data(data_root, only=name)
+    return bool(missing)
 
 
-def test_latest(config: str, work_dir: str, cfg_options: Sequence[str]) -> Dict[str, float]:
-    """Evaluate the newest checkpoint of ``work_dir`` (written by our own training run, hence trusted)."""
-    from mmengine.config import DictAction
-    from mmengine.runner import Runner, find_latest_checkpoint
+def reproducible(threads: int = DEMO_THREADS) -> List[str]:
+    """Fix this process's intra-op thread count and return the ``--cfg-options`` of deterministic algorithms.
 
-    from ..compat import trusted
-    from ..utils.run_setup import load_run_config
+    CPU kernels reduce in thread-count dependent order, so the same seed gives bit-identical numbers only for
+    the same thread count (and the same kind of CPU, torch and data).
+    """
+    import torch
 
-    ckpt = find_latest_checkpoint(work_dir) if osp.isdir(work_dir) else None
+    torch.set_num_threads(threads)
+    return list(DETERMINISTIC_OPTIONS)
+
+
+def train(config: str, work_dir: str, cfg_options: Sequence[str], *, quiet: bool = False) -> None:
+    """Train ``config`` into ``work_dir`` in this process (:func:`calibseg.apis.train`); raises if it fails."""
+    from .runs import train as train_run
+
+    if not quiet:
+        print(f'[calibseg] training {run_name(config)} -> {work_dir}', flush=True)
+    train_run(config, work_dir=work_dir, cfg_options=list(cfg_options or ()), quiet=quiet)
+
+
+def latest_checkpoint(work_dir: str) -> str:
+    """The newest checkpoint a run wrote into ``work_dir`` (refused if ``last_checkpoint`` points elsewhere)."""
+    from ..compat import own_latest_checkpoint
+
+    ckpt = own_latest_checkpoint(work_dir) if osp.isdir(work_dir) else None
     if ckpt is None:
         raise FileNotFoundError(f'no checkpoint in {work_dir}: train first')
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--o', nargs='+', action=DictAction, default={})
-    options = parser.parse_args(['--o', *cfg_options]).o if cfg_options else {}
-    cfg = load_run_config(config, work_dir=work_dir, cfg_options=options)
-    cfg.load_from = trusted(ckpt)
-    return Runner.from_cfg(cfg).test()
+    return ckpt
+
+
+def test_latest(config: str, work_dir: str, cfg_options: Sequence[str], *, quiet: bool = False) -> Dict[str, float]:
+    """Evaluate the newest checkpoint of ``work_dir`` (the run's own file, hence trusted); returns the metrics.
+
+    ``quiet``: nothing on the console but warnings (the caller prints the table).
+    """
+    from .runs import test as test_run
+
+    return test_run(config, latest_checkpoint(work_dir), work_dir=work_dir, cfg_options=list(cfg_options or ()),
+                    quiet=quiet, show_results=False)
+
+
+def saliency_data_options(data_root: str) -> List[str]:
+    """``--cfg-options`` pointing every loader of the demo saliency configs at ``<data_root>/DUTS``."""
+    duts = osp.join(data_root, 'DUTS')
+    return [f'train_dataloader.dataset.dataset.data_root={duts}',
+            f'aslp_val_dataloader.dataset.dataset.data_root={duts}',
+            f'val_dataloader.dataset.data_root={duts}', f'test_dataloader.dataset.data_root={duts}']
+
+
+def epoch_budget_options(config: str, max_epochs: Optional[int]) -> List[str]:
+    """``--cfg-options`` of a shorter epoch-based schedule (ASLP then updates at least in the last epoch)."""
+    if not max_epochs:
+        return []
+    from mmengine.config import Config
+
+    opts = [f'train_cfg.max_epochs={max_epochs}', f'train_cfg.val_interval={max_epochs}',
+            f'default_hooks.checkpoint.interval={max_epochs}', f'param_scheduler.0.end={max_epochs}']
+    model = Config.fromfile(config).model
+    if model.get('type') == 'ASLPEncoderDecoder' and model.get('update_from_epoch', 6) > max_epochs:
+        opts.append(f'model.update_from_epoch={max_epochs}')
+    return opts
+
+
+def aslp_alpha_statistics(work_dir: str) -> Dict[str, float]:
+    """Mean and median of the ASLP table in the run's own newest checkpoint (empty for other methods)."""
+    from ..compat import load_trusted_checkpoint, own_latest_checkpoint
+    from ..engine.hooks.aslp_hook import alpha_summary
+
+    ckpt = own_latest_checkpoint(work_dir) if osp.isdir(work_dir) else None
+    alpha = load_trusted_checkpoint(ckpt, map_location='cpu')['state_dict'].get('aslp_alpha') if ckpt else None
+    if alpha is None or alpha.numel() == 0:
+        return {}
+    summary = alpha_summary(alpha)
+    return dict(alpha_mean=summary['mean'], alpha_q50=summary['q50'])
 
 
 def training_log_mean(work_dir: str, key: str, *, last_fraction: float = 0.1) -> Optional[float]:
@@ -144,7 +209,10 @@ def markdown_table(results: Dict[str, Dict[str, float]], rows: Sequence[Tuple[st
 
 
 def write_marked_section(path: str, text: str) -> None:
-    """Replace what lies between the results markers of ``path`` with ``text`` (append the markers if absent)."""
+    """Replace what lies between the results markers of ``path`` with ``text`` (append the markers if absent).
+
+    The file is replaced atomically (a temporary file in the same folder, then a rename).
+    """
     content = open(path).read() if osp.isfile(path) else ''
     block = f'{RESULTS_START}\n{text.rstrip()}\n{RESULTS_END}'
     if RESULTS_START in content and RESULTS_END in content:
@@ -152,5 +220,15 @@ def write_marked_section(path: str, text: str) -> None:
         content = pattern.sub(lambda _: block, content, count=1)
     else:
         content = content.rstrip() + '\n\n' + block + '\n'
-    with open(path, 'w') as f:
-        f.write(content)
+    folder = osp.dirname(osp.abspath(path))
+    mode = os.stat(path).st_mode & 0o777 if osp.exists(path) else 0o644
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(path), suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(content)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise

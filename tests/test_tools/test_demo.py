@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from calibseg_testing import ROOT
 from calibseg.apis.experiment import RESULTS_END, RESULTS_START, markdown_table, write_marked_section
 
 
-def test_demo_trains_both_models_and_writes_the_table(tiny_voc, tmp_path):
+def test_demo_trains_both_models_quietly_and_writes_the_table(tiny_voc, tmp_path):
     data_root = osp.dirname(osp.dirname(tiny_voc))
     proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'demo.py'), '--data-root', data_root,
                            '--work-dir', str(tmp_path / 'demo'), '--max-iters', '2'],
@@ -21,7 +22,26 @@ def test_demo_trains_both_models_and_writes_the_table(tiny_voc, tmp_path):
     assert '| metric | ce | mbls |' in table
     for row in ('mIoU (%)', 'ECE_15 (%)', 'cwCE_15 (%)', 'NLL'):
         assert f'| {row} |' in table
-    assert 'Iter(train) [2/2]' in log  # progress of both trainings is visible
+    lines = log.splitlines()
+    run = r'  fcn_r18-d16_\w+_1xb8-600it_demo-voc12aug-96x96: iter \d+/2 '
+    progress = [line for line in lines if re.match(run, line)]
+    assert len(progress) == 4, log  # both trainings' progress is visible (a pipe: one line per tenth of the run)
+    assert 'loss ' in progress[0] and ' left' in progress[0]
+    others = [line for line in lines if line not in progress]
+    assert len(others) < 60, log
+    # mmengine's environment and config dumps stay in the log files, whose paths the console gives
+    assert 'System environment' not in log and 'Config:' not in log
+    logs = re.findall(r'full log: (\S+\.log)', log)
+    assert len(logs) == 2 and all(osp.isfile(path) for path in logs)
+    assert 'System environment' in open(logs[0]).read()
+    # known third-party noise filtered
+    for noise in ('pkg_resources is deprecated', '``build_loss`` would be deprecated', 'Default ``avg_non_ignore``'):
+        assert noise not in log
+    # the validation result in a few lines per run, the table and the paths at the end
+    assert sum(': val at iter 2' in line for line in lines) == 2
+    assert lines[-1].startswith('[demo] total')
+    assert any(line.startswith('[demo] table: ') and line.endswith('results.md') for line in lines[-5:])
+    assert sum('[demo] reliability diagrams of' in line for line in lines[-5:]) == 2
 
 
 def test_marked_section_is_replaced_in_place(tmp_path):

@@ -1,11 +1,13 @@
-"""tools/test_saliency.py: every test set of a config in one command, missing and broken sets reported."""
+"""tools/test_saliency.py and calibseg.apis.saliency_sets: every test set of a config in one command, missing and
+broken sets reported."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import os.path as osp
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmseg.registry import MODELS
 
+from calibseg.apis.saliency_sets import evaluate_saliency_sets, write_saliency_results
 from calibseg.compat import trusted
 
 DEMO_BCE = osp.join(ROOT, 'configs', 'saliency', 'fcn_r18-d16_bce_1xb8-30ep_demo-duts-96x96.py')
@@ -34,13 +37,6 @@ saliency_test_sets = {{
     'SOD': dict(type='SODDataset', data_root='data/SOD', pipeline=test_pipeline),
 }}
 """
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location('test_saliency_tool', osp.join(ROOT, 'tools', 'test_saliency.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _copy(src_dir, dst_dir, suffix):
@@ -72,12 +68,14 @@ def setup(tmp_path_factory, demo_generator):
     return dict(root=str(root), config=str(config), checkpoint=str(checkpoint))
 
 
-def test_one_command_evaluates_every_available_set(setup, tmp_path, capsys):
+def test_one_command_evaluates_every_available_set(setup, tmp_path):
     out = tmp_path / 'summary.md'
-    rc = _tool().main([setup['config'], setup['checkpoint'], '--data-root', setup['root'], '--work-dir',
-                       str(tmp_path / 'work'), '--datasets', 'DUTS-TE', 'ECSSD', 'PASCAL-S', 'SOD', '--out', str(out)])
-    printed = capsys.readouterr().out
-    assert rc == 0
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'test_saliency.py'), setup['config'],
+                           setup['checkpoint'], '--data-root', setup['root'], '--work-dir', str(tmp_path / 'work'),
+                           '--datasets', 'DUTS-TE', 'ECSSD', 'PASCAL-S', 'SOD', '--out', str(out)],
+                          capture_output=True, text=True, timeout=600)
+    printed = proc.stdout
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert f'SOD: skipped, data missing: {osp.join(setup["root"], "SOD")}' in printed
     for name in ('DUTS-TE', 'ECSSD', 'PASCAL-S'):
         assert f'==================== {name} (3 images) ====================' in printed
@@ -103,11 +101,13 @@ def test_one_command_evaluates_every_available_set(setup, tmp_path, capsys):
     assert results['DUTS-TE']['images'] == 3
 
 
-def test_broken_and_missing_sets_are_reported_and_the_others_proceed(setup, tmp_path, capsys):
-    rc = _tool().main([setup['config'], setup['checkpoint'], '--data-root', setup['root'], '--work-dir',
-                       str(tmp_path)])
-    printed = capsys.readouterr().out
-    assert rc == 1  # a set failed to load
+def test_broken_and_missing_sets_are_reported_and_the_others_proceed(setup, tmp_path):
+    messages = []
+    out = evaluate_saliency_sets(setup['config'], setup['checkpoint'], data_root=setup['root'],
+                                 work_dir=str(tmp_path), echo=messages.append)
+    write_saliency_results(out, str(tmp_path / 'saliency_results.md'))
+    printed = '\n'.join(messages)
+    assert not out.ok  # a set failed to load
     assert 'HKU-IS: failed to load' in printed and 'without a mask' in printed
     assert 'DUT-OMRON: skipped, data missing' in printed and 'SOD: skipped, data missing' in printed
     summary = json.loads((tmp_path / 'saliency_results.json').read_text())
@@ -116,13 +116,15 @@ def test_broken_and_missing_sets_are_reported_and_the_others_proceed(setup, tmp_
     assert 'Failed: HKU-IS' in (tmp_path / 'saliency_results.md').read_text()
 
 
-def test_nothing_to_evaluate_and_bad_names(setup, tmp_path, capsys):
-    tool = _tool()
-    rc = tool.main([setup['config'], setup['checkpoint'], '--datasets', 'SOD', '--data-root', str(tmp_path),
-                    '--work-dir', str(tmp_path)])
-    assert rc == 1 and 'no test set was evaluated' in capsys.readouterr().err
+def test_nothing_to_evaluate_and_bad_names(setup, tmp_path):
+    messages = []
+    out = evaluate_saliency_sets(setup['config'], setup['checkpoint'], datasets=['SOD'], data_root=str(tmp_path),
+                                 work_dir=str(tmp_path), echo=messages.append)
+    assert not out.ok and not out.results and list(out.skipped) == ['SOD']
+    assert 'SOD: skipped, data missing' in messages[0]
     with pytest.raises(ValueError, match=r"unknown test set\(s\) \['NOPE'\]"):
-        tool.main([setup['config'], setup['checkpoint'], '--datasets', 'NOPE'])
+        evaluate_saliency_sets(setup['config'], setup['checkpoint'], datasets=['NOPE'], work_dir=str(tmp_path))
     with pytest.raises(ValueError, match='no `saliency_test_sets`'):
-        tool.main([osp.join(ROOT, 'configs', 'baseline', 'fcn_r18-d16_ce_1xb8-600it_demo-voc12aug-96x96.py'),
-                   setup['checkpoint']])
+        evaluate_saliency_sets(osp.join(ROOT, 'configs', 'baseline',
+                                        'fcn_r18-d16_ce_1xb8-600it_demo-voc12aug-96x96.py'),
+                               setup['checkpoint'], work_dir=str(tmp_path))
