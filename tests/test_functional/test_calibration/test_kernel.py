@@ -101,6 +101,26 @@ def test_kdece_bound_holds_on_adversarial_cells(oracle, n_cells):
                         torch.from_numpy(cor)) == pytest.approx(want, rel=1e-6)
 
 
+@pytest.mark.parametrize('h', [1e-4, 0.004, 0.03, 0.12])
+def test_kdece_densities_match_kdepy(h):
+    # peer library (test-only): the reference code's densities are KDEpy's FFTKDE(bw=h, kernel='triweight') of the
+    # mirrored data evaluated on the 2^14 nodes; calibseg's linear binning + convolution must give the same
+    from KDEpy import FFTKDE
+
+    from calibseg.functional.calibration.kernel import _convolve_same, _linear_binning, _mirror, kde_nodes
+
+    conf = np.random.default_rng(7).uniform(0.2, 1.0, 300)
+    conf[:20] = 1.0  # float32 saturation: the image of 1.0 is 1.0
+    data = np.concatenate([conf, np.where(conf < 0.5, -conf, 2.0 - conf)])
+    t = kde_nodes().numpy()
+    want = FFTKDE(bw=h, kernel='triweight').fit(data).evaluate(t)
+    spacing = (KDE_RANGE[1] - KDE_RANGE[0]) / (KDE_NODES - 1)
+    x, ones = torch.from_numpy(conf), torch.ones(1, len(conf), dtype=torch.float64)
+    binned = _linear_binning(x, ones, KDE_RANGE[0], spacing) + _linear_binning(_mirror(x), ones, KDE_RANGE[0], spacing)
+    got = _convolve_same(binned, triweight_weights(h, spacing))[0].numpy() / len(data)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * want.max())
+
+
 def test_triweight_kernel_is_a_density_of_std_h():
     spacing = (KDE_RANGE[1] - KDE_RANGE[0]) / (KDE_NODES - 1)
     for h in (0.003, 0.02, 0.1):
