@@ -426,6 +426,12 @@ def build_dataloader(loader_cfg: Dict[str, Any], *, seed: int = 0, num_workers: 
         loader_cfg: a dataloader config (``dataset``, ``batch_size``, ``num_workers``, ...).
         seed: the dataloader's worker seed.
         num_workers: override the config's workers (0 also turns ``persistent_workers`` off).
+
+    Example::
+
+        cfg = Config.fromfile('configs/posthoc/fcn_r18-d16_ce-ts_1xb8-600it_demo-voc12aug-96x96.py')
+        loader = build_dataloader(cfg[dataloader_key(cfg)])           # calib_dataloader, each image once, in order
+        items = iter_seg_logits(build_model(cfg, checkpoint, plain=True), loader)
     """
     from mmengine.runner import Runner
 

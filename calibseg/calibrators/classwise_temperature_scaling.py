@@ -7,7 +7,7 @@ vector scaling without bias (Guo et al., ICML 2017). Unlike global temperature s
     (1/N) sum_i [logsumexp_k(z_{i,k} / T_k) - z_{i,y_i} / T_{y_i}],
 
 which is convex in the inverse temperatures ``1 / T_k``; it is minimised with L-BFGS over ``log T_k`` starting at
-``T_k = 1``, every closure evaluation being one streaming pass (see :func:`~calibseg.calibrators.base.lbfgs_fit`).
+``T_k = 1``, every closure evaluation being one streaming pass (see :func:`~calibseg.calibrators.optim.lbfgs_fit`).
 A class without labelled pixels has no data pulling its temperature back: its logit is pushed down without bound,
 so ``T_k`` drifts towards ``t_min`` or ``t_max``; ``fit_info['absent_classes']`` lists such classes and a warning
 is issued.
