@@ -30,11 +30,9 @@ def test_command_line(tmp_path):
     res = _run(str(tmp_path / 'ds'), '--layout', 'repack', '--repack', str(out), '--name', 'X')
     assert res.returncode == 1, res.stderr
     assert 'not a 0/255 mask: b.png' in res.stdout and 'repacked 2 pair(s)' in res.stdout
+    os.remove(out / 'X' / 'Mask' / 'b.png')
     res = _run(str(tmp_path / 'ds'), '--layout', 'repack', '--repack', str(out), '--name', 'X')
     assert res.returncode == 2 and 'exists and is not empty' in res.stderr
-    res = _run(str(out / 'X'), '--layout', 'repack', '--repack', str(out), '--name', 'Y', '--force')
-    assert res.returncode == 1 and sorted(os.listdir(out / 'Y' / 'Mask')) == ['a.png', 'b.png']
-    os.remove(out / 'X' / 'Mask' / 'b.png')
-    os.remove(out / 'X' / 'Image' / 'b.jpg')
-    res = _run(str(out / 'X'), '--layout', 'repack')
-    assert res.returncode == 0 and 'OK' in res.stdout
+    assert sorted(os.listdir(out / 'X' / 'Mask')) == ['a.png']  # refused: nothing written
+    res = _run(str(tmp_path / 'ds'), '--layout', 'repack', '--repack', str(out), '--name', 'X', '--force')
+    assert res.returncode == 1 and sorted(os.listdir(out / 'X' / 'Mask')) == ['a.png', 'b.png']
