@@ -114,7 +114,7 @@ class CalibratedEncoderDecoder(EncoderDecoder):
         try:
             loaded = load_calibrator(path, expected_method=expected, expected_num_classes=out_channels)
         except ValueError as error:
-            raise ValueError(f'model.calibrator.file does not match this model '
+            raise ValueError(f'model.calibrator.file cannot be used with this model '
                              f'({type(self.decode_head).__name__} with out_channels={out_channels}): '
                              f'{error}') from error
         if out_channels == 1 and loaded.method not in BINARY_CALIBRATOR_ALIASES.values():

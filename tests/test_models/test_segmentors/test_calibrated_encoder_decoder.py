@@ -227,6 +227,10 @@ def test_mismatching_calibrator_files_fail_at_build_time(plain, tmp_path):
     torch.save({'state_dict': plain.state_dict()}, not_a_calibrator)
     with pytest.raises(ValueError, match='not a calibseg calibrator file'):
         build(model_cfg(calibrator=dict(file=str(not_a_calibrator))))
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(open(ts, 'rb').read()[:200])  # issue 17: a damaged file is named, never half-loaded
+    with pytest.raises(ValueError, match=r'truncated.pth: not a readable calibseg calibrator file \(truncated'):
+        build(model_cfg(calibrator=dict(file=str(truncated))))
     binary = write(tmp_path, fitted(BinaryTemperatureScaling()), 'binary.pth')
     with pytest.raises(ValueError, match='num_classes=1.*expected_num_classes=5'):
         build(model_cfg(calibrator=dict(file=binary)))
