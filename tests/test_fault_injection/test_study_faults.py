@@ -6,7 +6,6 @@ measures that model again, and every row of the final table is complete and equa
 """
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import torch
 from study_testing import make_study_models
 
 from calibseg.study import StudyProtocol, discover_models, read_table, run_study
+from calibseg.study.table import _line
 
 PROTOCOL = StudyProtocol(ts_method='nll')
 VOLATILE = ('started_at', 'finished_at', 'seconds')
@@ -82,17 +82,16 @@ def test_a_process_killed_while_appending_leaves_a_row_that_is_measured_again(st
     data = study['clean']
     first_row_end = data.index(b'\n', data.index(b'\n') + 1) + 1
     path.write_bytes(data[:first_row_end])  # the first model is measured
-    row = {k: v for k, v in study['rows'][1].items()}
-    child = (
-        'import json, os, signal, sys\n'
-        'from calibseg.study.table import _line\n'
-        'row = json.loads(sys.argv[2])\n'
-        'line = _line(list(row), row)\n'
+    row = dict(study['rows'][1])
+    line = _line(list(row), row)  # the line append_row would write for the second model
+    child = (  # a writer killed (SIGKILL, no cleanup) after half of the line reached the disk
+        'import os, signal, sys\n'
         "f = open(sys.argv[1], 'a')\n"
+        'line = sys.argv[2]\n'
         'f.write(line[:len(line) // 2]); f.flush(); os.fsync(f.fileno())\n'
         'os.kill(os.getpid(), signal.SIGKILL)\n'
-        "f.write(line[len(line) // 2:])\n")
-    proc = subprocess.run([sys.executable, '-c', child, str(path), json.dumps(row)], capture_output=True, text=True,
+        'f.write(line[len(line) // 2:])\n')
+    proc = subprocess.run([sys.executable, '-c', child, str(path), line], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert len(path.read_bytes()) > first_row_end  # half a row was written

@@ -53,10 +53,6 @@ def test_a_failing_model_gives_exit_status_1_and_a_failure_row(models, tmp_path)
     assert not out.exists()
 
 
-@pytest.mark.parametrize('args, message', [
-    (['--out', 'x.csv'], 'name models with --models'),
-    (['--models', 'a.py:b.pth', '--out', 'x.csv', '--fit-fraction', '1.5'], 'fit_fraction must lie in'),
-])
-def test_bad_options_are_refused_with_a_message(args, message):
-    proc = run_tool(study_tool_command(*args))
-    assert proc.returncode == 2 and message in proc.stderr
+def test_bad_options_are_refused_with_a_message():
+    proc = run_tool(study_tool_command('--models', 'a.py:b.pth', '--out', 'x.csv', '--fit-fraction', '1.5'))
+    assert proc.returncode == 2 and 'fit_fraction must lie in (0, 1)' in proc.stderr
