@@ -16,8 +16,11 @@ data: install
 demo: data
 	@$(PY) tools/demo.py --data-root $(DATA)
 
+# The suite and the package's docstring examples (>>>) in one run. The test files hold no examples (each runs once,
+# as tests); the conftest.py files are left out of the doctest collection only (pytest still loads their fixtures).
 test: install-tests
-	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest tests -q -p no:cacheprovider
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest tests calibseg --doctest-modules \
+		--ignore-glob='tests/conftest.py' --ignore-glob='tests/*/conftest.py' -q -p no:cacheprovider
 
 lint: install-tests
 	@$(PY) -m ruff check .

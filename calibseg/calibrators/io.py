@@ -156,9 +156,10 @@ def save_calibrator(path: PathLike, calibrator: BaseCalibrator, meta: Optional[D
     Example:
         >>> import os, tempfile
         >>> ts = TemperatureScaling(num_classes=3).fit(torch.randn(50, 3), torch.randint(0, 3, (50,)))
-        >>> path = os.path.join(tempfile.mkdtemp(), 'ts.pth')
-        >>> save_calibrator(path, ts, {'split': 'val'})
-        >>> load_calibrator(path, expected_num_classes=3).meta
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, 'ts.pth')
+        ...     save_calibrator(path, ts, {'split': 'val'})
+        ...     load_calibrator(path, expected_num_classes=3).meta
         {'split': 'val'}
     """
     if not isinstance(calibrator, BaseCalibrator) or calibrator.method not in CALIBRATORS:

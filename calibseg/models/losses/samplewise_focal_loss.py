@@ -30,9 +30,13 @@ class SampleWiseFocalLoss(CalibrationLossBase):
             :class:`~calibseg.models.losses.base.CalibrationLossBase`.
 
     Example:
+        >>> import torch
+        >>> logits, labels = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
         >>> loss = SampleWiseFocalLoss()
-        >>> with loss.gamma_context(gamma_map):  # (N, H, W) or (N, 1, 1), broadcastable to the labels
-        ...     value = loss(seg_logits, seg_label)
+        >>> with loss.gamma_context(torch.zeros(2, 1, 1)):  # one γ per image, or an (N, H, W) map
+        ...     value = loss(logits, labels)
+        >>> torch.allclose(value, torch.nn.functional.cross_entropy(logits, labels))  # γ = 0: cross-entropy
+        True
     """
 
     def __init__(self, *, class_weight: ClassWeightConfig = None, reduction: str = 'mean',
