@@ -37,7 +37,8 @@ def train_extra_runs(*, data_root: str, work_dir: str, repo_root: str, max_iters
         train_options: more ``--cfg-options`` of every training.
         skip_train: train nothing; return the work dirs.
     """
-    from calibseg.apis.experiment import demo_data_options, train
+    from calibseg.apis import train
+    from calibseg.apis.experiment import demo_data_options
 
     dirs = []
     for name, config, channels, iters in EXTRA_RUNS:
@@ -51,6 +52,6 @@ def train_extra_runs(*, data_root: str, work_dir: str, repo_root: str, max_iters
             f'default_hooks.checkpoint.interval={max(1, iters // 2)}',
             f'model.decode_head.channels={channels}', *train_options]
         start = time.time()
-        train(osp.join(repo_root, config), run_dir, options)
+        train(osp.join(repo_root, config), work_dir=run_dir, cfg_options=options, quiet=True)
         log(f'[demo-study] {name}: trained {iters} iterations in {time.time() - start:.0f} s')
     return dirs
