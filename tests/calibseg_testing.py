@@ -68,3 +68,30 @@ POSTHOC_CONFIG = osp.join(ROOT, 'configs', 'posthoc', 'fcn_r18-d16_ce-{}_1xb8-60
 def posthoc_options(voc_root: str) -> dict:
     """The tiny-run options, with the post-hoc demo configs' calibration images (tiny VOC's val set here too)."""
     return dict(tiny_run_options(voc_root), **{'calib_dataloader.dataset.data_root': voc_root})
+
+
+# ---------------------------------------------------------------- checkpoints of untrained models
+def save_random_checkpoint(path: str, config: str = DEMO_CONFIG, *, seed: int = 0, logit_scale: float = 30.0,
+                           cfg_options: dict = None) -> str:
+    """Save a config's model with random weights like a Runner checkpoint (classifier scaled to logits of a few
+    units, background favoured for multi-class heads, so part of the pixels are right)."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    import calibseg  # noqa: F401
+
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.model.pop('pretrained', None)
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    with torch.no_grad():
+        model.decode_head.conv_seg.weight.mul_(logit_scale)
+        if model.decode_head.out_channels > 1:
+            model.decode_head.conv_seg.bias[0] = 3.0
+    classes = tuple(f'c{k}' for k in range(max(model.decode_head.out_channels, 2)))
+    torch.save({'meta': {'iter': 2, 'dataset_meta': {'classes': classes}}, 'state_dict': model.state_dict()}, path)
+    return path
