@@ -90,27 +90,37 @@ def test_labels_in_input_frame_resize_flip_and_padding():
         labels_in_input_frame(label, meta, (6, 8), 255)
 
 
-def test_calibrated_inference_equals_the_calibrated_segmentor(tiny_voc, checkpoint, tmp_path):
+@pytest.mark.parametrize('method', ['ts', 'lts'])
+def test_calibrated_inference_equals_the_calibrated_segmentor(tiny_voc, checkpoint, tmp_path, method):
     from mmseg.registry import MODELS
 
-    from calibseg.calibrators import save_calibrator
+    from calibseg.calibrators import LocalTemperatureScaling, save_calibrator
 
-    cfg, model = plain(tiny_voc, checkpoint, POSTHOC_CONFIG.format('ts'))
-    ts = TemperatureScaling(num_classes=21).fit(torch.randn(100, 21), torch.randint(0, 21, (100,)))
-    with torch.no_grad():
-        ts.log_temperature.fill_(0.7)
-    save_calibrator(tmp_path / 'ts.pth', ts)
-    cfg.model.calibrator.file = str(tmp_path / 'ts.pth')
+    cfg, model = plain(tiny_voc, checkpoint, POSTHOC_CONFIG.format(method))
+    g = torch.Generator().manual_seed(0)
+    if method == 'ts':
+        calibrator = TemperatureScaling(num_classes=21).fit(torch.randn(100, 21, generator=g),
+                                                            torch.randint(0, 21, (100,), generator=g))
+        with torch.no_grad():
+            calibrator.log_temperature.fill_(0.7)
+    else:  # a pixel-dependent temperature that also reads the image
+        calibrator = LocalTemperatureScaling(num_classes=21, use_image=True, hidden_channels=4, init_seed=3)
+        calibrator.fit(torch.randn(1, 21, 2, 2, generator=g), torch.randint(0, 21, (1, 2, 2), generator=g),
+                       torch.randn(1, 3, 2, 2, generator=g), epochs=1, lr=0.5)
+    save_calibrator(tmp_path / 'c.pth', calibrator)
+    cfg.model.calibrator.file = str(tmp_path / 'c.pth')
     calibrated = MODELS.build(cfg.model)
     calibrated.load_state_dict(model.state_dict())
     calibrated.eval()
     loader = build_dataloader(cfg['test_dataloader'])
-    items = list(iter_seg_logits(model, loader, calibrator=ts))
-    for item, sample in zip(items, predictions(calibrated, loader)):
+    items = list(iter_seg_logits(model, loader, calibrator=calibrator))
+    plain_items = list(iter_seg_logits(model, loader))
+    for item, uncalibrated, sample in zip(items, plain_items, predictions(calibrated, loader)):
         torch.testing.assert_close(item.logits, sample.seg_logits.data)
+        assert not torch.allclose(item.logits, uncalibrated.logits)  # the calibrator did act
     assert 'encode_decode' not in vars(model)  # the model is restored
     with pytest.raises(ValueError, match="resolution='label'"):
-        next(iter_seg_logits(model, loader, resolution='native', calibrator=ts))
+        next(iter_seg_logits(model, loader, resolution='native', calibrator=calibrator))
 
 
 def test_progress_is_reported_per_batch(tiny_voc, checkpoint):

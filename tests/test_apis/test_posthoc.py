@@ -165,6 +165,11 @@ def test_evaluate_calibrator_equals_a_direct_computation(tiny_voc, checkpoint):
     assert out['uncalibrated']['NLL'] == pytest.approx(nll[1.0][0] / nll[1.0][1], rel=1e-5)
     assert out['calibrated']['NLL'] == pytest.approx(nll[2.0][0] / nll[2.0][1], rel=1e-5)
     assert out['calibrated']['Acc'] == out['uncalibrated']['Acc']  # TS keeps the predictions
+    by_config = evaluate_calibrator(ts, config=POSTHOC_CONFIG.format('ts'), checkpoint=checkpoint,
+                                    cfg_options=posthoc_options(tiny_voc))  # the test split by default
+    assert by_config == out
+    with pytest.raises(ValueError, match='has num_classes=3'):
+        evaluate_calibrator(TemperatureScaling(num_classes=3), model=model, dataloader=loader)
 
 
 def binary_batches(n=4, size=32, seed=0):
