@@ -27,6 +27,8 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from calibseg.utils.validation import check_choice, check_positive_int
+
 __all__ = ['SCHEMES', 'bin_sums', 'equal_mass_bins', 'equal_mass_bound', 'binned_errors', 'classwise_ece',
            'reliability_bins']
 
@@ -34,8 +36,7 @@ SCHEMES = ('width', 'mass')
 
 
 def _check_bins(n_bins: int) -> None:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f'n_bins must be a positive integer, got {n_bins!r}')
+    check_positive_int('n_bins', n_bins)
 
 
 def equal_mass_bins(counts: Tensor, n_bins: int) -> Tuple[Tensor, Tensor]:
@@ -93,7 +94,7 @@ def bin_sums(grid, count: Tensor, *values: Tensor, n_bins: int, scheme: str = 'w
     elif scheme == 'mass':
         bins = equal_mass_bins(rows[0], n_bins)[0]
     else:
-        raise ValueError(f'scheme must be one of {SCHEMES}, got {scheme!r}')
+        check_choice('scheme', scheme, SCHEMES)
     out = []
     for t in rows:
         o = torch.zeros(t.shape[0], n_bins, dtype=torch.float64, device=t.device)

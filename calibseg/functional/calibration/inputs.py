@@ -9,6 +9,9 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import Tensor
 
+from calibseg.utils import validation
+from calibseg.utils.validation import check_choice
+
 __all__ = ['INPUT_TYPES', 'PROB_SUM_ATOL', 'check_input_type', 'iter_multiclass_blocks', 'iter_binary_chunks',
            'valid_columns', 'check_labels', 'check_values', 'check_prob_sums', 'prob_sum_tolerance', 'values_ok']
 
@@ -25,9 +28,7 @@ def _prefix(name: Optional[str]) -> str:
 
 def check_input_type(input_type: str) -> str:
     """``input_type`` must be ``'logits'`` or ``'probs'`` (no guessing from value ranges)."""
-    if input_type not in INPUT_TYPES:
-        raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
-    return input_type
+    return check_choice('input_type', input_type, INPUT_TYPES)
 
 
 def _check_tensors(inputs: Tensor, labels: Tensor, name: Optional[str]) -> None:
@@ -115,14 +116,9 @@ def valid_columns(y: Tensor, ignore_index: Optional[int], exclude_background: bo
 
 
 def check_labels(y: Tensor, num_classes: int, ignore_index: Optional[int], name: Optional[str]) -> None:
-    """Labels of evaluated pixels must lie in ``[0, num_classes)``; report the offending values."""
-    lo, hi = torch.aminmax(y)
-    if int(lo) < 0 or int(hi) >= num_classes:
-        bad = torch.unique(y[(y < 0) | (y >= num_classes)])
-        values = bad[:20].tolist()
-        more = f' (and {bad.numel() - 20} more)' if bad.numel() > 20 else ''
-        raise ValueError(f'{_prefix(name)}labels contain values {values}{more} outside [0, {num_classes}) that '
-                         f'are not ignore_index={ignore_index}')
+    """Labels of evaluated pixels must lie in ``[0, num_classes)``; report the offending values
+    (:func:`calibseg.utils.validation.check_labels`, the sample's ``name`` first)."""
+    validation.check_labels(f'{_prefix(name)}labels', y, num_classes, ignore_index=ignore_index)
 
 
 def values_ok(x: Tensor, input_type: str) -> bool:

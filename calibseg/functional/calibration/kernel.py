@@ -23,6 +23,8 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from calibseg.utils.validation import check_in_range
+
 from .smoothing import deposit, interpolate, node_count, smooth_plain, smooth_reflected, trapezoid
 
 __all__ = ['cell_points', 'kdece', 'kdece_points', 'kdece_bound', 'kde_bandwidth', 'kde_nodes', 'triweight_weights',
@@ -295,8 +297,7 @@ def mmce(stats, *, width: float = 0.4) -> float:
     ``F_j = e^{-x_j/τ} Σ_{l<=j} w_l e^{x_l/τ}`` and ``B_j = e^{x_j/τ} Σ_{l>=j} w_l e^{-x_l/τ}`` (two cumulative
     sums, ``O(cells)``; absolute rounding error ``~1e-16 Σ|w|``). Returns ``sqrt(max(MMCE^2, 0))``.
     """
-    if not width >= 0.005:
-        raise ValueError(f'width must be >= 0.005, got {width!r}')
+    check_in_range('width', width, 0.005, math.inf, high_inclusive=False)
     x, n, a, s = cell_points(stats)
     w = a - s
     up = torch.exp(x / width)

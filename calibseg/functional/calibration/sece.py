@@ -23,6 +23,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from calibseg.utils.validation import check_choice, check_positive_float
+
 from .kernel import sece_from_cells
 
 __all__ = ['sece', 'SECE_EXACT_MAX']
@@ -101,10 +103,8 @@ def sece(confidences: Tensor, correct: Tensor, *, bandwidth: float = 0.05, metho
         shape = tuple(correct.shape) if isinstance(correct, Tensor) else type(correct).__name__
         raise ValueError(f'correct must be a tensor with as many elements as confidences: '
                          f'{tuple(confidences.shape)} vs {shape}')
-    if not (isinstance(bandwidth, (int, float)) and bandwidth > 0):
-        raise ValueError(f'bandwidth must be a positive number, got {bandwidth!r}')
-    if method not in ('auto', 'exact', 'grid'):
-        raise ValueError(f"method must be 'auto', 'exact' or 'grid', got {method!r}")
+    check_positive_float('bandwidth', bandwidth)
+    check_choice('method', method, ('auto', 'exact', 'grid'))
     c = confidences.reshape(-1)
     a = correct.reshape(-1).to(c.dtype)
     if c.numel() == 0:

@@ -35,6 +35,8 @@ from typing import Dict, Optional, Union
 import torch
 from torch import Tensor
 
+from calibseg.utils.validation import check_in_range, check_int, check_positive_int
+
 from .grid import DEFAULT_GRID, CalibrationGrid
 from .inputs import (
     check_input_type,
@@ -108,12 +110,9 @@ class CalibrationStatistics:
                  exclude_background: bool = False, classwise: bool = True,
                  grid: Optional[CalibrationGrid] = None, chunk_size: int = 32768,
                  num_workers: Optional[int] = None, device: Union[str, torch.device] = 'cpu') -> None:
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise ValueError(f'num_classes must be an integer >= 2, got {num_classes!r}')
-        if ignore_index is not None and (not isinstance(ignore_index, int) or isinstance(ignore_index, bool)):
-            raise ValueError(f'ignore_index must be an integer or None, got {ignore_index!r}')
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f'chunk_size must be a positive integer, got {chunk_size!r}')
+        check_positive_int('num_classes', num_classes, minimum=2)
+        check_int('ignore_index', ignore_index, allow_none=True)
+        check_positive_int('chunk_size', chunk_size)
         if exclude_background and num_classes < 3 and not self.binary:
             raise ValueError('exclude_background needs num_classes >= 3 (class 0 is left out)')
         self.num_classes = num_classes
@@ -127,8 +126,7 @@ class CalibrationStatistics:
         self.chunk_size = chunk_size
         self.device = torch.device(device)
         self._state = torch.zeros(self.state_size, dtype=torch.float64, device=self.device)
-        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
-            raise ValueError(f'num_workers must be a positive integer or None, got {num_workers!r}')
+        check_positive_int('num_workers', num_workers, allow_none=True)
         self.num_workers = num_workers
 
     @property
@@ -387,10 +385,8 @@ class BinaryCalibrationStatistics(CalibrationStatistics):
                  exclude_background: bool = False, classwise: bool = True, prob_eps: float = 1e-7,
                  grid: Optional[CalibrationGrid] = None, chunk_size: int = 2**18,
                  num_workers: Optional[int] = None, device: Union[str, torch.device] = 'cpu') -> None:
-        if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
-            raise ValueError(f'threshold must be in (0, 1), got {threshold!r}')
-        if not (isinstance(prob_eps, (int, float)) and 0.0 < prob_eps < 0.5):
-            raise ValueError(f'prob_eps must be in (0, 0.5), got {prob_eps!r}')
+        check_in_range('threshold', threshold, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        check_in_range('prob_eps', prob_eps, 0.0, 0.5, low_inclusive=False, high_inclusive=False)
         super().__init__(2, input_type=input_type, ignore_index=ignore_index,
                          exclude_background=exclude_background, classwise=classwise, grid=grid,
                          chunk_size=chunk_size, num_workers=num_workers, device=device)
