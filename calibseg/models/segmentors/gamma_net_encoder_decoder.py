@@ -72,8 +72,10 @@ __all__ = ['GammaNetEncoderDecoder', 'parse_meta_cfg']
 
 GAMMA_NET_KEYS = ('per', 'hidden', 'gamma_max', 'init_gamma')
 META_DEFAULTS: Dict[str, Any] = dict(
-    dataloader=None, lr_lookahead=None, sece_bandwidth=0.05, sece_weight=1.0, sece_method='auto',
-    sece_max_pixels=None, optimizer=dict(type='Adam', lr=1e-3), grad_clip=2.0, seed=0, check_sync=False)
+    dataloader=None, lr_lookahead=None, objective='ce+sece', sece_bandwidth=0.05, sece_weight=1.0,
+    sece_method='auto', sece_max_pixels=None, optimizer=dict(type='Adam', lr=1e-3), grad_clip=2.0, seed=0,
+    check_sync=False)
+META_OBJECTIVES = ('ce+sece', 'sece')
 _META_EXAMPLE = ("meta=dict(dataloader=dict(batch_size=8, dataset=dict(type='HeldOutSplit', part='held_out', "
                  "held_out=<int or fraction>, seed=0, dataset=<the training set's config>)))")
 
@@ -136,7 +138,11 @@ def parse_meta_cfg(meta: Optional[Dict[str, Any]]) -> Dict[str, Any]:
                            or not 0 < lr < math.inf):
         raise ValueError(f'model.meta.lr_lookahead must be None (the optimiser\'s current lr of the classifier) '
                          f'or a finite number > 0, got {lr!r}')
+    if cfg['objective'] not in META_OBJECTIVES:
+        raise ValueError(f"model.meta.objective must be one of {list(META_OBJECTIVES)}, got {cfg['objective']!r}")
     weight = cfg['sece_weight']
+    if cfg['objective'] == 'sece' and weight == 0:
+        raise ValueError("model.meta.objective='sece' with sece_weight=0 leaves γ-Net nothing to learn from")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
         raise ValueError(f'model.meta.sece_weight must be a finite number >= 0, got {weight!r}')
     clip = cfg['grad_clip']
@@ -180,8 +186,11 @@ class GammaNetEncoderDecoder(DelegatedTrainStepMixin, EncoderDecoder):
               the default);
             * ``lr_lookahead``: step size of the look-ahead; ``None`` (default) takes the current lr of the
               network optimiser's parameter group holding ``conv_seg.weight`` (one plain SGD step);
+            * ``objective``: ``'ce+sece'`` (default, ``CE + sece_weight * SECE``: the look-ahead must stay
+              accurate and become calibrated) or ``'sece'`` (``sece_weight * SECE`` alone, the objective the
+              paper's abstract names); CE is logged either way;
             * ``sece_bandwidth`` (0.05), ``sece_weight`` (1.0), ``sece_method`` (``'auto'``), ``sece_max_pixels``
-              (``None``: every non-ignored meta pixel): the meta objective ``CE + sece_weight * SECE``;
+              (``None``: every non-ignored meta pixel): SECE of the meta objective;
             * ``optimizer`` (``dict(type='Adam', lr=1e-3)``) and ``grad_clip`` (2.0, total L2 norm; ``None``
               disables it): γ-Net's own update;
             * ``seed`` (0): seed of the meta dataloader (sampler order, workers);
@@ -220,6 +229,7 @@ class GammaNetEncoderDecoder(DelegatedTrainStepMixin, EncoderDecoder):
         self.register_buffer('meta_batches_seen', torch.zeros((), dtype=torch.long))
         self.lr_lookahead: Optional[float] = meta_cfg['lr_lookahead']
         self.sece_weight = float(meta_cfg['sece_weight'])
+        self.meta_objective_name: str = meta_cfg['objective']
         self.grad_clip: Optional[float] = meta_cfg['grad_clip']
         self.check_sync: bool = meta_cfg['check_sync']
         self._gamma_net_synced = False
@@ -353,7 +363,8 @@ class GammaNetEncoderDecoder(DelegatedTrainStepMixin, EncoderDecoder):
 
     def meta_objective(self, train_data: Dict[str, Any], meta_data: Dict[str, Any],
                        lr: float) -> Tuple[Tensor, Dict[str, Tensor]]:
-        r"""``L_meta(θ) = CE + sece_weight·SECE`` of the look-ahead classifier ``w' = w - lr·∇_w L_train(w, γ_θ)``
+        r"""``L_meta(θ) = CE + sece_weight·SECE`` (or ``sece_weight·SECE`` alone with ``objective='sece'``) of the
+        look-ahead classifier ``w' = w - lr·∇_w L_train(w, γ_θ)``
         on the meta batch, differentiable in γ-Net's parameters θ.
 
         Args:
@@ -384,7 +395,7 @@ class GammaNetEncoderDecoder(DelegatedTrainStepMixin, EncoderDecoder):
         ce = F.cross_entropy(meta_logits, meta_labels, ignore_index=head.ignore_index,
                              reduction='sum') / max(num_valid, 1)
         sece = self.meta_sece(meta_logits, meta_labels)
-        objective = ce + self.sece_weight * sece
+        objective = self.sece_weight * sece if self.meta_objective_name == 'sece' else ce + self.sece_weight * sece
         logs = dict(meta_ce=ce.detach(), meta_sece=sece.detach(), meta_objective=objective.detach())
         return objective, logs
 

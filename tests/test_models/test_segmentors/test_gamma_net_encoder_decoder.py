@@ -128,9 +128,9 @@ def test_decode_loss_is_focal_with_gamma_nets_gamma():
 
 
 # ------------------------------------------------------------------------------------------ hypergradient
-@pytest.mark.parametrize('per', ['pixel', 'image'])
-def test_hypergradient_matches_central_finite_differences(per):
-    model = _build(_cfg(per)).double()
+@pytest.mark.parametrize('per, objective', [('pixel', 'ce+sece'), ('image', 'ce+sece'), ('pixel', 'sece')])
+def test_hypergradient_matches_central_finite_differences(per, objective):
+    model = _build(_cfg(per, objective=objective)).double()
     _randomise(model.gamma_net)
     train = model.data_preprocessor(_batch(seed=0), True)
     meta = model.data_preprocessor(_batch(seed=1), True)
@@ -260,6 +260,22 @@ class _HeadPostProcessing(FCNHead):
         return super().forward(inputs) * 2.0
 
 
+def test_sece_objective_is_the_sece_term_alone_with_its_own_hypergradient():
+    """objective='sece': L_meta = sece_weight * SECE, the same look-ahead; CE stays in the logs only."""
+    both = _build(_cfg('pixel')).double()
+    _randomise(both.gamma_net)
+    alone = _build(_cfg('pixel', objective='sece', sece_weight=2.0)).double()
+    alone.load_state_dict(both.state_dict())
+    train = both.data_preprocessor(_batch(seed=0), True)
+    meta = both.data_preprocessor(_batch(seed=1), True)
+    objective_both, logs_both = both.meta_objective(train, meta, lr=2.0)
+    objective_alone, logs_alone = alone.meta_objective(train, meta, lr=2.0)
+    assert float(objective_both) == pytest.approx(float(logs_both['meta_ce'] + logs_both['meta_sece']), rel=1e-12)
+    assert float(objective_alone) == pytest.approx(2.0 * float(logs_alone['meta_sece']), rel=1e-12)
+    assert float(logs_alone['meta_ce']) == pytest.approx(float(logs_both['meta_ce']), rel=1e-12)
+    assert float(objective_alone) != pytest.approx(float(objective_both))
+
+
 def _with(cfg: dict, path: str, value) -> dict:
     cfg = copy.deepcopy(cfg)
     node = cfg
@@ -286,6 +302,7 @@ _DELETE = object()
     ('meta.lr_lookahaed', 0.1, r"unknown keys \['lr_lookahaed'\]"),
     ('meta.lr_lookahead', -1.0, 'lr_lookahead'),
     ('meta.sece_weight', -0.5, 'sece_weight'),
+    ('meta.objective', 'ce', r"objective must be one of \['ce\+sece', 'sece'\]"),
     ('meta.grad_clip', 0.0, 'grad_clip'),
     ('meta.optimizer', dict(lr=1e-3), 'optimizer'),
     ('meta.check_sync', 1, 'check_sync'),
