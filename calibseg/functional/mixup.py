@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from calibseg.utils.validation import check_positive_float
+from calibseg.utils.validation import check_positive_float, check_positive_int
 
 __all__ = ['MixupDraw', 'sample_beta', 'draw_mixup', 'mix_images', 'check_mixup_alpha']
 
@@ -93,10 +93,8 @@ def draw_mixup(batch_size: int, num_mixups: int, alpha: float, generator: torch.
     The order of the random numbers is fixed (draw ``t``: its ``lambda``, then its permutation), so the same
     generator state always gives the same draws.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f'batch_size must be an int >= 1, got {batch_size!r}')
-    if not isinstance(num_mixups, int) or isinstance(num_mixups, bool) or num_mixups < 1:
-        raise ValueError(f'num_mixups must be an int >= 1, got {num_mixups!r}')
+    check_positive_int('batch_size', batch_size)
+    check_positive_int('num_mixups', num_mixups)
     check_mixup_alpha('alpha', alpha)
     lams, perms = [], []
     for _ in range(num_mixups):

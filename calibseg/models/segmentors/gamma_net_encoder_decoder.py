@@ -44,7 +44,6 @@ Choices where the paper is silent are listed in configs/gamma_net/README.md and 
 """
 from __future__ import annotations
 
-import math
 from contextlib import ExitStack, contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -67,6 +66,7 @@ from calibseg.models.losses.samplewise_focal_loss import SampleWiseFocalLoss
 from calibseg.models.losses.sece_loss import SECELoss
 from calibseg.models.utils import GammaNet, MetaBatchStream, OptimizerState
 from calibseg.models.wrappers import DelegatedTrainStepMixin
+from calibseg.utils.validation import check_int, check_non_negative, check_positive_float, check_positive_int
 
 __all__ = ['GammaNetEncoderDecoder', 'parse_meta_cfg']
 
@@ -109,8 +109,7 @@ def _check_meta_dataloader(loader: Any) -> Dict[str, Any]:
         raise ValueError("model.meta.dataloader.dataset must be the part='held_out' of a HeldOutSplit, got "
                          f"part={dataset.get('part')!r}")
     batch_size = loader.get('batch_size')
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f'model.meta.dataloader.batch_size must be an int >= 1, got {batch_size!r}')
+    check_positive_int('model.meta.dataloader.batch_size', batch_size)
     loader = dict(loader)
     sampler = loader.setdefault('sampler', dict(type='DefaultSampler', shuffle=True))
     if not isinstance(sampler, dict) or _type_name(sampler).split('.')[-1] != 'DefaultSampler':
@@ -134,26 +133,21 @@ def parse_meta_cfg(meta: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     cfg = {**META_DEFAULTS, **meta}
     cfg['dataloader'] = _check_meta_dataloader(cfg['dataloader'])
     lr = cfg['lr_lookahead']
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
-                           or not 0 < lr < math.inf):
-        raise ValueError(f'model.meta.lr_lookahead must be None (the optimiser\'s current lr of the classifier) '
-                         f'or a finite number > 0, got {lr!r}')
+    if lr is not None:  # None: the optimiser's current lr of the classifier
+        check_positive_float('model.meta.lr_lookahead', lr)
     if cfg['objective'] not in META_OBJECTIVES:
         raise ValueError(f"model.meta.objective must be one of {list(META_OBJECTIVES)}, got {cfg['objective']!r}")
     weight = cfg['sece_weight']
     if cfg['objective'] == 'sece' and weight == 0:
         raise ValueError("model.meta.objective='sece' with sece_weight=0 leaves γ-Net nothing to learn from")
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
-        raise ValueError(f'model.meta.sece_weight must be a finite number >= 0, got {weight!r}')
-    clip = cfg['grad_clip']
-    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip < math.inf):
-        raise ValueError(f'model.meta.grad_clip must be None or a finite number > 0, got {clip!r}')
+    check_non_negative('model.meta.sece_weight', weight)
+    if cfg['grad_clip'] is not None:
+        check_positive_float('model.meta.grad_clip', cfg['grad_clip'])
     optimizer = cfg['optimizer']
     if not isinstance(optimizer, dict) or 'type' not in optimizer or 'params' in optimizer:
         raise ValueError("model.meta.optimizer must be an optimizer config with a 'type' and without 'params' "
                          f"(γ-Net's parameters are added), got {optimizer!r}")
-    if isinstance(cfg['seed'], bool) or not isinstance(cfg['seed'], int):
-        raise ValueError(f"model.meta.seed must be an int, got {cfg['seed']!r}")
+    check_int('model.meta.seed', cfg['seed'])
     if not isinstance(cfg['check_sync'], bool):
         raise ValueError(f"model.meta.check_sync must be a bool, got {cfg['check_sync']!r}")
     return cfg
