@@ -133,3 +133,40 @@ def test_matches_mmseg_cross_entropy_in_the_limit(seg_batch):
         torch.testing.assert_close(
             cls(class_weight=CLASS_WEIGHT, **options)(logits, target, weight=weight,
                                                       ignore_index=255), expected_cw)
+
+
+def _every_registered_loss():
+    """``(name, module, channels)`` for every loss module calibseg.models.losses exports."""
+    import inspect
+
+    import calibseg.models.losses as losses
+    found = []
+    for name in losses.__all__:
+        cls = getattr(losses, name)
+        if inspect.isclass(cls) and issubclass(cls, torch.nn.Module) and cls is not CalibrationLossBase:
+            found.append((name, cls(alpha=0.1, seed=0) if name == 'SCBCELoss' else cls(),
+                          1 if name == 'SCBCELoss' else 3))
+    return found
+
+
+def _call(name, loss, logits, target):
+    if name == 'SampleWiseFocalLoss':
+        with loss.gamma_context(torch.full((logits.shape[0], 1, 1), 2.0)):
+            return loss(logits, target)
+    return loss(logits, target)
+
+
+def test_every_registered_loss_on_an_empty_batch_and_on_infinite_logits():
+    """Issue 17: N = 0 gives an exact zero with a (zero-sized) gradient; a -inf logit is refused by name."""
+    cases = _every_registered_loss()
+    assert {'SoftmaxFocalLoss', 'SCBCELoss', 'SECELoss', 'SampleWiseFocalLoss'} <= {name for name, _, _ in cases}
+    for name, loss, channels in cases:
+        logits = torch.randn(0, channels, 4, 4, requires_grad=True)
+        value = _call(name, loss, logits, torch.zeros(0, 4, 4, dtype=torch.long))
+        assert value.shape == () and value.item() == 0.0, name
+        value.backward()
+        assert logits.grad is not None and logits.grad.shape == logits.shape, name
+        logits = torch.randn(2, channels, 4, 4)
+        logits[0, 0, 1, 1] = float('-inf')
+        with pytest.raises(ValueError, match='logits contain 0 NaN and 1 infinite'):
+            _call(name, loss, logits, torch.ones(2, 4, 4, dtype=torch.long))
