@@ -36,6 +36,9 @@ class ACLSLoss(CalibrationLossBase):
 
     Example:
         >>> decode_head = dict(loss_decode=dict(type='ACLSLoss'))
+        >>> from mmseg.registry import MODELS
+        >>> MODELS.build(decode_head['loss_decode']).loss_name
+        'loss_acls'
     """
 
     def __init__(self, *, pos_lambda: float = 1.0, neg_lambda: float = 0.1, alpha: float = 0.1,

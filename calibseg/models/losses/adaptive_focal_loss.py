@@ -30,6 +30,9 @@ class AdaptiveFocalLoss(CalibrationLossBase):
 
     Example:
         >>> decode_head = dict(loss_decode=dict(type='AdaptiveFocalLoss'))
+        >>> from mmseg.registry import MODELS
+        >>> MODELS.build(decode_head['loss_decode']).loss_name
+        'loss_adaptive_focal'
     """
 
     def __init__(self, *, gamma_hard: float = 5.0, gamma_easy: float = 3.0, threshold: float = 0.2,

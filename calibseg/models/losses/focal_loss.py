@@ -29,6 +29,9 @@ class SoftmaxFocalLoss(CalibrationLossBase):
 
     Example:
         >>> decode_head = dict(loss_decode=dict(type='SoftmaxFocalLoss', gamma=3.0))
+        >>> from mmseg.registry import MODELS
+        >>> MODELS.build(decode_head['loss_decode']).loss_name
+        'loss_focal'
     """
 
     def __init__(self, *, gamma: float = 3.0, class_weight: ClassWeightConfig = None,

@@ -27,6 +27,9 @@ class LabelSmoothingLoss(CalibrationLossBase):
 
     Example:
         >>> decode_head = dict(loss_decode=dict(type='LabelSmoothingLoss', smoothing=0.05))
+        >>> from mmseg.registry import MODELS
+        >>> MODELS.build(decode_head['loss_decode']).loss_name
+        'loss_ls'
     """
 
     def __init__(self, *, smoothing: float = 0.05, class_weight: ClassWeightConfig = None,

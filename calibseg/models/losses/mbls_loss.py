@@ -28,6 +28,9 @@ class MbLSLoss(CalibrationLossBase):
 
     Example:
         >>> decode_head = dict(loss_decode=dict(type='MbLSLoss', margin=10.0, alpha=0.1))
+        >>> from mmseg.registry import MODELS
+        >>> MODELS.build(decode_head['loss_decode']).loss_name
+        'loss_mbls'
     """
 
     def __init__(self, *, margin: float = 10.0, alpha: float = 0.1,

@@ -32,6 +32,9 @@ class MDCALoss(CalibrationLossBase):
 
     Example:
         >>> decode_head = dict(loss_decode=dict(type='MDCALoss', beta=1.0))
+        >>> from mmseg.registry import MODELS
+        >>> MODELS.build(decode_head['loss_decode']).loss_name
+        'loss_mdca'
     """
 
     def __init__(self, *, beta: float = 1.0, class_weight: ClassWeightConfig = None,

@@ -60,6 +60,9 @@ class SCBCELoss(CalibrationLossBase):
     Example:
         >>> decode_head = dict(num_classes=2, out_channels=1, threshold=0.5,
         ...                    loss_decode=dict(type='SCBCELoss', beta=2.0, alpha=0.1, seed=0))
+        >>> from mmseg.registry import MODELS
+        >>> MODELS.build(decode_head['loss_decode']).loss_name
+        'loss_scbce'
     """
 
     def __init__(self, *, beta: float = 2.0, alpha: Optional[float] = None, expected: bool = False,

@@ -40,6 +40,9 @@ class SECELoss(nn.Module):
     Example:
         >>> decode_head = dict(loss_decode=[dict(type='CrossEntropyLoss', avg_non_ignore=True),
         ...                                 dict(type='SECELoss', loss_weight=1.0)])
+        >>> from mmseg.registry import MODELS
+        >>> [MODELS.build(cfg).loss_name for cfg in decode_head['loss_decode']]
+        ['loss_ce', 'loss_sece']
     """
 
     def __init__(self, *, bandwidth: float = 0.05, method: str = 'auto', max_pixels: Optional[int] = None,
