@@ -4,10 +4,10 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from ..utils.validation import check_positive_int
+from ..utils.validation import check_bounds, check_positive_int
 from .data import DataSource, PixelPasses, check_binary_logits, check_logits, make_stream
 
-__all__ = ['BaseCalibrator', 'BinaryCalibrator', 'check_temperature_range']
+__all__ = ['BaseCalibrator', 'BinaryCalibrator', 'LogTemperature', 'check_temperature_range']
 
 
 def check_temperature_range(method: str, temperature: Tensor, low: float, high: float) -> None:
@@ -17,6 +17,31 @@ def check_temperature_range(method: str, temperature: Tensor, low: float, high: 
     if not bool(((t >= low * (1 - slack)) & (t <= high * (1 + slack))).all()):
         raise ValueError(f'{method} temperature(s) {t.flatten()[:5].tolist()} outside the fitted range '
                          f'[{low}, {high}]: the parameters are corrupt or hand-edited')
+
+
+class LogTemperature:
+    """Mixin of the temperature calibrators: ``T = exp(log_temperature)`` (always positive), searched in
+    ``[t_min, t_max]``; loaded parameters outside that range are refused by :meth:`check_parameters`.
+
+    Call :meth:`_init_temperature` in ``__init__`` (after ``nn.Module.__init__``); override
+    :meth:`_temperature_range` when the search range is another one (e.g. a grid's).
+    """
+
+    def _init_temperature(self, t_min: float, t_max: float, shape: tuple = ()) -> None:
+        self.t_min, self.t_max = check_bounds('t_min', t_min, 't_max', t_max)
+        self.log_temperature = nn.Parameter(torch.zeros(shape))
+
+    @property
+    def temperature(self) -> Tensor:
+        """The fitted temperature(s): a 0-d tensor, or ``(K,)`` for class-wise temperatures."""
+        return self.log_temperature.exp()
+
+    def _temperature_range(self):
+        return self.t_min, self.t_max
+
+    def check_parameters(self) -> None:
+        super().check_parameters()
+        check_temperature_range(self.method, self.temperature, *self._temperature_range())
 
 
 class BaseCalibrator(nn.Module):

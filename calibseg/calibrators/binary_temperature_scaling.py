@@ -14,17 +14,17 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..utils.validation import check_bounds, check_positive_float, check_positive_int
-from .base import BinaryCalibrator, check_temperature_range
+from ..utils.validation import check_positive_float, check_positive_int
+from .base import BinaryCalibrator, LogTemperature
 from .data import DataSource, PixelPasses
 from .optim import newton_inverse_temperature
 
 __all__ = ['BinaryTemperatureScaling']
 
 
-class BinaryTemperatureScaling(BinaryCalibrator):
+class BinaryTemperatureScaling(LogTemperature, BinaryCalibrator):
     """One temperature for a one-channel head, ``T = exp(log_temperature) > 0``.
 
     Args:
@@ -39,19 +39,9 @@ class BinaryTemperatureScaling(BinaryCalibrator):
     def __init__(self, *, t_min: float = 0.01, t_max: float = 100.0, tol: float = 1e-8,
                  max_iter: int = 100) -> None:
         super().__init__()
-        self.t_min, self.t_max = check_bounds('t_min', t_min, 't_max', t_max)
+        self._init_temperature(t_min, t_max)
         self.tol = check_positive_float('tol', tol)
         self.max_iter = check_positive_int('max_iter', max_iter)
-        self.log_temperature = nn.Parameter(torch.zeros(()))
-
-    @property
-    def temperature(self) -> Tensor:
-        """The fitted temperature (0-d tensor)."""
-        return self.log_temperature.exp()
-
-    def check_parameters(self) -> None:
-        super().check_parameters()
-        check_temperature_range(self.method, self.temperature, self.t_min, self.t_max)
 
     def get_config(self) -> Dict[str, Any]:
         return {'t_min': self.t_min, 't_max': self.t_max, 'tol': self.tol, 'max_iter': self.max_iter}

@@ -21,17 +21,17 @@ from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..utils.validation import check_bounds, check_positive_float, check_positive_int
-from .base import BaseCalibrator, check_temperature_range
+from ..utils.validation import check_positive_float, check_positive_int
+from .base import BaseCalibrator, LogTemperature
 from .data import DataSource
 from .optim import lbfgs_fit
 
 __all__ = ['ClasswiseTemperatureScaling']
 
 
-class ClasswiseTemperatureScaling(BaseCalibrator):
+class ClasswiseTemperatureScaling(LogTemperature, BaseCalibrator):
     """Per-class temperatures ``z_k / T_k`` fitted by NLL.
 
     Args:
@@ -47,19 +47,9 @@ class ClasswiseTemperatureScaling(BaseCalibrator):
     def __init__(self, *, num_classes: int, t_min: float = 0.01, t_max: float = 100.0, max_iter: int = 100,
                  tolerance_grad: float = 1e-9) -> None:
         super().__init__(num_classes=num_classes)
-        self.t_min, self.t_max = check_bounds('t_min', t_min, 't_max', t_max)
+        self._init_temperature(t_min, t_max, (num_classes,))
         self.max_iter = check_positive_int('max_iter', max_iter)
         self.tolerance_grad = check_positive_float('tolerance_grad', tolerance_grad)
-        self.log_temperature = nn.Parameter(torch.zeros(num_classes))
-
-    @property
-    def temperature(self) -> Tensor:
-        """The fitted temperatures ``T_k``, shape ``(K,)``."""
-        return self.log_temperature.exp()
-
-    def check_parameters(self) -> None:
-        super().check_parameters()
-        check_temperature_range(self.method, self.temperature, self.t_min, self.t_max)
 
     def get_config(self) -> Dict[str, Any]:
         return {'num_classes': self.num_classes, 't_min': self.t_min, 't_max': self.t_max,

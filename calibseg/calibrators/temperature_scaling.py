@@ -22,10 +22,10 @@ import math
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..utils.validation import check_bounds, check_choice, check_positive_float, check_positive_int
-from .base import BaseCalibrator, check_temperature_range
+from ..utils.validation import check_choice, check_positive_float, check_positive_int
+from .base import BaseCalibrator, LogTemperature
 from .data import DataSource, PixelPasses
 from .optim import newton_inverse_temperature
 
@@ -104,7 +104,7 @@ def grid_statistics(passes: PixelPasses, temperatures: Sequence[float], *, num_b
             'ece': (acc_sum - conf_sum).abs().sum(dim=1) / total, 'mean_nll': nll / total}
 
 
-class TemperatureScaling(BaseCalibrator):
+class TemperatureScaling(LogTemperature, BaseCalibrator):
     """Temperature scaling, ``z -> z / T`` with ``T = exp(log_temperature) > 0``.
 
     Args:
@@ -145,20 +145,12 @@ class TemperatureScaling(BaseCalibrator):
         self.grid = tuple(grid)
         self.grid_metric = grid_metric
         self.num_bins = check_positive_int('num_bins', num_bins)
-        self.t_min, self.t_max = check_bounds('t_min', t_min, 't_max', t_max)
+        self._init_temperature(t_min, t_max)
         self.tol = check_positive_float('tol', tol)
         self.max_iter = check_positive_int('max_iter', max_iter)
-        self.log_temperature = nn.Parameter(torch.zeros(()))
 
-    @property
-    def temperature(self) -> Tensor:
-        """The fitted temperature ``T`` (a 0-d tensor)."""
-        return self.log_temperature.exp()
-
-    def check_parameters(self) -> None:
-        super().check_parameters()
-        low, high = (min(self.grid), max(self.grid)) if self.fit_method == 'grid' else (self.t_min, self.t_max)
-        check_temperature_range(self.method, self.temperature, low, high)
+    def _temperature_range(self):
+        return (min(self.grid), max(self.grid)) if self.fit_method == 'grid' else (self.t_min, self.t_max)
 
     def get_config(self) -> Dict[str, Any]:
         return {'num_classes': self.num_classes, 'method': self.fit_method, 'grid': list(self.grid),
