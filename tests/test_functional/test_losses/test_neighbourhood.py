@@ -8,11 +8,11 @@ from calibseg.functional.losses.neighbourhood import label_neighbourhood, neighb
 
 def test_kernels_by_hand():
     edge, corner = math.exp(-0.5), math.exp(-1.0)
-    gauss = torch.tensor([[corner, edge, corner], [edge, 1.0, edge], [corner, edge, corner]])
-    torch.testing.assert_close(neighbourhood_kernel('gaussian', 3, 1.0), (gauss / gauss.sum()).double())
+    gauss = torch.tensor([[corner, edge, corner], [edge, 1.0, edge], [corner, edge, corner]], dtype=torch.float64)
+    torch.testing.assert_close(neighbourhood_kernel('gaussian', 3, 1.0), gauss / gauss.sum())
     svls = gauss.clone()
     svls[1, 1] = 4 * edge + 4 * corner
-    torch.testing.assert_close(neighbourhood_kernel('svls', 3, 1.0), (svls / svls.sum()).double())
+    torch.testing.assert_close(neighbourhood_kernel('svls', 3, 1.0), svls / svls.sum())
     assert neighbourhood_kernel('svls', 5, 2.0)[2, 2].item() == pytest.approx(0.5)
     torch.testing.assert_close(neighbourhood_kernel('mean', 5), torch.full((5, 5), 1 / 25, dtype=torch.float64))
     assert neighbourhood_kernel('mean', 1).item() == 1.0
@@ -26,24 +26,54 @@ def test_bad_kernels(args, match):
         neighbourhood_kernel(*args)
 
 
+@pytest.mark.parametrize('kernel, size, sigma', [('mean', 3, 1.0), ('gaussian', 5, 0.8), ('svls', 3, 1.0),
+                                                 ('svls', 5, 1.5), ('mean', 1, 1.0)])
+@pytest.mark.parametrize('border', ['renormalise', 'replicate'])
+def test_counts_match_a_direct_window_sum(kernel, size, sigma, border):
+    # Independent reference: for every pixel, sum the 2-D kernel over its window by explicit loops.
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 4, (2, 5, 6), generator=gen)
+    valid = torch.rand(2, 5, 6, generator=gen) > 0.3
+    w = neighbourhood_kernel(kernel, size, sigma)
+    half = size // 2
+    counts = torch.zeros(2, 4, 5, 6, dtype=torch.float64)
+    total = torch.zeros(2, 1, 5, 6, dtype=torch.float64)
+    for n in range(2):
+        for h in range(5):
+            for x in range(6):
+                for i in range(-half, half + 1):
+                    for j in range(-half, half + 1):
+                        hh, xx = h + i, x + j
+                        if not (0 <= hh < 5 and 0 <= xx < 6):
+                            if border == 'renormalise':
+                                continue
+                            hh, xx = min(max(hh, 0), 4), min(max(xx, 0), 5)
+                        if valid[n, hh, xx]:
+                            counts[n, target[n, hh, xx], h, x] += w[i + half, j + half]
+                            total[n, 0, h, x] += w[i + half, j + half]
+    hood = label_neighbourhood(target, valid, 4, kernel=kernel, kernel_size=size, sigma=sigma, border=border,
+                               dtype=torch.float64)
+    torch.testing.assert_close(hood.counts, counts)
+    torch.testing.assert_close(hood.total, total)
+
+
 def test_borders_and_ignored_neighbours_by_hand():
     # 2x2 labels, one ignored pixel; mean 3x3 kernel: every in-image pixel is every pixel's neighbour.
     target = torch.tensor([[[0, 1], [2, 255]]])
     valid = target != 255
-    kernel = neighbourhood_kernel('mean', 3)
-    tau = label_neighbourhood(target, valid, kernel).proportions(3)
-    expected = torch.tensor([1 / 3, 1 / 3, 1 / 3], dtype=torch.float64)
+    tau = label_neighbourhood(target, valid, 3, kernel='mean', kernel_size=3, dtype=torch.float64).proportions()
     for h, w in [(0, 0), (0, 1), (1, 0)]:
-        torch.testing.assert_close(tau[0, :, h, w], expected)
+        torch.testing.assert_close(tau[0, :, h, w], torch.full((3,), 1 / 3, dtype=torch.float64))
     # replicate: pixel (0,0) sees (0,0) four times, (0,1) twice, (1,0) twice; (1,1) is ignored.
-    tau = label_neighbourhood(target, valid, kernel, border='replicate').proportions(3)
+    tau = label_neighbourhood(target, valid, 3, kernel='mean', kernel_size=3, border='replicate',
+                              dtype=torch.float64).proportions()
     torch.testing.assert_close(tau[0, :, 0, 0], torch.tensor([4 / 8, 2 / 8, 2 / 8], dtype=torch.float64))
-    # An all-ignored map gives zero weights, not NaN.
-    hood = label_neighbourhood(target, torch.zeros_like(valid), kernel)
-    assert torch.equal(hood.weights, torch.zeros_like(hood.weights))
+    # An all-ignored map gives zero proportions, not NaN.
+    hood = label_neighbourhood(target, torch.zeros_like(valid), 3, kernel='mean', kernel_size=3)
+    assert torch.equal(hood.proportions(), torch.zeros(1, 3, 2, 2))
 
 
 def test_bad_border():
     target = torch.zeros(1, 2, 2, dtype=torch.long)
     with pytest.raises(ValueError, match='border'):
-        label_neighbourhood(target, target == 0, neighbourhood_kernel('mean', 3), border='zeros')
+        label_neighbourhood(target, target == 0, 1, kernel='mean', kernel_size=3, border='zeros')
