@@ -164,6 +164,7 @@ def plot_shift_curves(table: Mapping[str, Mapping[int, Optional[float]]], path: 
         if clean and method in clean:
             xs, ys = [0] + xs, [clean[method]] + ys
         ax.plot(xs, [math.nan if y is None else y for y in ys], 'o-', label=method, linewidth=1.3, markersize=4)
+    ax.set_xticks(sorted({int(s) for curve in table.values() for s in curve} | ({0} if clean else set())))
     ax.set_xlabel('severity (0 = clean)')
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
