@@ -187,6 +187,18 @@ def test_only_one_dataset_leaves_the_other_unchanged(data, tmp_path):
         gdd.generate_demo_data(str(tmp_path), only='ade20k')
 
 
+def test_cityscapes_on_request(data, tmp_path):
+    out = gdd.generate_demo_data(str(tmp_path / 'only'), only='cityscapes')
+    assert sorted(out) == ['cityscapes'] and sorted(os.listdir(str(tmp_path / 'only'))) == ['cityscapes']
+    assert out['cityscapes']['train'] and out['cityscapes']['val']
+    root, _ = data
+    out = gdd.generate_demo_data(str(tmp_path / 'all'), voc_train=N_TRAIN, voc_val=N_VAL, duts_train=N_DUTS_TR,
+                                 duts_test=N_DUTS_TE, size=SIZE, cityscapes=True)
+    assert sorted(out) == ['cityscapes', 'duts', 'voc']
+    with_city = {k: v for k, v in _tree_digest(tmp_path / 'all').items() if not k.startswith('cityscapes')}
+    assert with_city == _tree_digest(root)  # its own random stream: VOC and DUTS bytes unchanged
+
+
 # ------------------------------------------------------------------------------- mmseg
 def test_mmseg_pascal_voc_dataset_loads(data):
     from mmseg.datasets import PascalVOCDataset

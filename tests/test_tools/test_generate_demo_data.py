@@ -23,12 +23,13 @@ def _tree_digest(root):
 
 def test_cli_writes_what_the_library_writes(tmp_path):
     proc = subprocess.run([sys.executable, SCRIPT, '--out', str(tmp_path / 'cli'), '--voc-train', '3', '--voc-val',
-                           '1', '--duts-train', '2', '--duts-test', '1', '--size', '24', '--seed', '7'],
+                           '1', '--duts-train', '2', '--duts-test', '1', '--size', '24', '--seed', '7', '--cityscapes'],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '[voc]' in proc.stdout and '[duts]' in proc.stdout
-    generate_demo_data(str(tmp_path / 'lib'), voc_train=3, voc_val=1, duts_train=2, duts_test=1, size=24, seed=7)
-    assert sorted(os.listdir(str(tmp_path / 'cli'))) == ['DUTS', 'VOCdevkit']
+    generate_demo_data(str(tmp_path / 'lib'), voc_train=3, voc_val=1, duts_train=2, duts_test=1, size=24, seed=7,
+                       cityscapes=True)
+    assert sorted(os.listdir(str(tmp_path / 'cli'))) == ['DUTS', 'VOCdevkit', 'cityscapes']
     assert _tree_digest(tmp_path / 'cli') == _tree_digest(tmp_path / 'lib')
 
 
