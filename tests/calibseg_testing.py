@@ -95,3 +95,49 @@ def save_random_checkpoint(path: str, config: str = DEMO_CONFIG, *, seed: int = 
     classes = tuple(f'c{k}' for k in range(max(model.decode_head.out_channels, 2)))
     torch.save({'meta': {'iter': 2, 'dataset_meta': {'classes': classes}}, 'state_dict': model.state_dict()}, path)
     return path
+
+
+# ------------------------------------------------------------------------------------ real multi-process runs
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _gloo_worker(target, rank: int, world: int, port: int, args: tuple, queue) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group('gloo', rank=rank, world_size=world)
+    try:
+        queue.put((rank, target(rank, *args)))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_gloo(target, *args, world: int = 2, timeout: float = 300) -> dict:
+    """Run ``target(rank, *args)`` in ``world`` fresh processes joined by a real gloo process group; return
+    ``{rank: result}``. ``target`` must be a module-level function of an importable module (a test module is)
+    and its result picklable; a process that fails or hangs fails the test."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context('spawn')
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_gloo_worker, args=(target, rank, world, port, args, queue)) for rank in range(world)]
+    for proc in procs:
+        proc.start()
+    try:
+        results = dict(queue.get(timeout=timeout) for _ in procs)
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+    assert [proc.exitcode for proc in procs] == [0] * world
+    return results

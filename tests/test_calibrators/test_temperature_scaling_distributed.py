@@ -1,10 +1,7 @@
 """TemperatureScaling.fit(reduce=...) in two real gloo processes equals the one-process fit on all the data."""
-import multiprocessing as mp
-import os
-import socket
-
 import pytest
 import torch
+from calibseg_testing import run_gloo
 
 from calibseg.calibrators import TemperatureScaling
 
@@ -24,31 +21,17 @@ def shards(rank):
     return [(z[1800:], y[1800:]), (z[:5], torch.full((5,), 255))]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank, port, queue):
-    import torch.distributed as dist
-
+def _worker(rank):
     from calibseg.utils.distributed import sum_across_ranks
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=2)
-    try:
-        out = {}
-        for split in ('halves', 'one-empty'):
-            for method in ('nll', 'grid'):
-                batches = shards(rank) if split == 'halves' else (shards(0) + shards(1) if rank == 0 else [])
-                ts = TemperatureScaling(num_classes=4, method=method).fit(batches, ignore_index=255,
-                                                                          reduce=sum_across_ranks)
-                out[split, method] = {k: ts.fit_info[k] for k in ('temperature', 'num_pixels', 'nll', 'passes')}
-        queue.put((rank, out))
-    finally:
-        dist.destroy_process_group()
+    out = {}
+    for split in ('halves', 'one-empty'):
+        for method in ('nll', 'grid'):
+            batches = shards(rank) if split == 'halves' else (shards(0) + shards(1) if rank == 0 else [])
+            ts = TemperatureScaling(num_classes=4, method=method).fit(batches, ignore_index=255,
+                                                                      reduce=sum_across_ranks)
+            out[split, method] = {k: ts.fit_info[k] for k in ('temperature', 'num_pixels', 'nll', 'passes')}
+    return out
 
 
 def test_two_processes_fit_the_one_process_temperature():
@@ -56,16 +39,7 @@ def test_two_processes_fit_the_one_process_temperature():
     z, y = data()
     single = {m: TemperatureScaling(num_classes=4, method=m).fit(z, y, ignore_index=255).fit_info
               for m in ('nll', 'grid')}
-    ctx = mp.get_context('spawn')
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=180) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    results = run_gloo(_worker, timeout=180)
     for split in ('halves', 'one-empty'):
         for method in ('nll', 'grid'):
             for rank in (0, 1):

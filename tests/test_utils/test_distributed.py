@@ -1,10 +1,7 @@
 """calibseg.utils.distributed: identity in one process, real collectives in two gloo processes."""
-import multiprocessing as mp
-import os
-import socket
-
 import pytest
 import torch
+from calibseg_testing import run_gloo
 
 from calibseg.utils.distributed import StageError, agree, broadcast, dist_info, sum_across_ranks
 
@@ -22,43 +19,22 @@ def test_single_process_is_identity():
     assert info.value.stage == 'fit' and info.value.__cause__ is cause
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, port: int, queue) -> None:
-    import torch.distributed as dist
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=2)
+def _worker(rank: int) -> dict:
+    out = {'info': dist_info()}
+    vector = torch.tensor([rank + 1.0, 10.0 * rank], dtype=torch.float64)
+    out['sum'] = sum_across_ranks(vector).tolist()
+    out['input_untouched'] = vector.tolist() == [rank + 1.0, 10.0 * rank]
+    out['broadcast'] = broadcast({'from': rank})
+    agree(None, 'clean')
     try:
-        out = {'info': dist_info()}
-        vector = torch.tensor([rank + 1.0, 10.0 * rank], dtype=torch.float64)
-        out['sum'] = sum_across_ranks(vector).tolist()
-        out['input_untouched'] = vector.tolist() == [rank + 1.0, 10.0 * rank]
-        out['broadcast'] = broadcast({'from': rank})
-        agree(None, 'clean')
-        try:
-            agree(RuntimeError('disk full') if rank == 1 else None, 'write')
-        except StageError as err:  # raised on BOTH ranks, naming the failed one
-            out['error'] = (err.stage, str(err))
-        queue.put((rank, out))
-    finally:
-        dist.destroy_process_group()
+        agree(RuntimeError('disk full') if rank == 1 else None, 'write')
+    except StageError as err:  # raised on BOTH ranks, naming the failed one
+        out['error'] = (err.stage, str(err))
+    return out
 
 
 def test_two_processes():
-    ctx = mp.get_context('spawn')
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    results = run_gloo(_worker)
     for rank in (0, 1):
         got = results[rank]
         assert got['info'] == (rank, 2)

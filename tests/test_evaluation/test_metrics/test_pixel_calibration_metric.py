@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
-from calibseg_testing import CLASSES, K, make_samples, run_metric
+from calibseg_testing import CLASSES, K, make_samples, run_gloo, run_metric
 from mmengine.logging import MessageHub
 from naive_reference import band_reference, ece15, naive_distance, top_label
 
@@ -163,26 +160,14 @@ def test_binary_metric_reads_probabilities_and_uses_ten_bins():
 
 
 # ------------------------------------------------------------------ two processes (gloo)
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank, world, port, n, batch_size, aggregation, queue, options=None, blocky=False):
-    import torch.distributed as dist
+def _worker(rank, n, batch_size, aggregation, options=None, blocky=False):
     from mmengine.dataset import DefaultSampler
 
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=world)
-    try:
-        samples = blocky_samples(n) if blocky else make_samples(n)
-        sampler = DefaultSampler(list(range(n)), shuffle=False)  # mmengine's val sampler, with its padding
-        order = [samples[i] for i in sampler]
-        metric = PixelCalibrationMetric(aggregation=aggregation, **(options or {}))
-        queue.put((rank, run_metric_sized(metric, order, n, batch_size)))
-    finally:
-        dist.destroy_process_group()
+    samples = blocky_samples(n) if blocky else make_samples(n)
+    sampler = DefaultSampler(list(range(n)), shuffle=False)  # mmengine's val sampler, with its padding
+    order = [samples[i] for i in sampler]
+    metric = PixelCalibrationMetric(aggregation=aggregation, **(options or {}))
+    return run_metric_sized(metric, order, n, batch_size)
 
 
 def run_metric_sized(metric, samples, size, batch_size):
@@ -203,17 +188,7 @@ def test_two_processes_equal_one_process(batch_size, aggregation, options):
     MessageHub.get_current_instance().runtime_info.clear()
     single = run_metric(PixelCalibrationMetric(aggregation=aggregation, **(options or {})),
                         blocky_samples(n) if blocky else make_samples(n), batch_size)
-    ctx = mp.get_context('spawn')
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, n, batch_size, aggregation, queue, options, blocky))
-             for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=300) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    results = run_gloo(_worker, n, batch_size, aggregation, options, blocky)
     for rank in (0, 1):
         assert results[rank].keys() == single.keys()
         for key, value in single.items():
