@@ -1,8 +1,8 @@
-import math
 
 import numpy as np
 import pytest
 import torch
+from loss_reference import logsumexp, per_pixel_reference
 
 from calibseg.functional.losses import acls_loss
 
@@ -12,23 +12,16 @@ IGNORE = 255
 def reference_acls(logits, target, pos_lambda=1.0, neg_lambda=0.1, alpha=0.1, margin=10.0,
                    class_weight=None):
     """Per-pixel CE + alpha (pos_lambda r_pos + neg_lambda r_neg), code form, by explicit loops."""
-    z = logits.detach().double().numpy()
-    num_classes = z.shape[1]
-    out = np.full(target.shape, np.nan)
-    for n, h, w in np.ndindex(*target.shape):
-        y = int(target[n, h, w])
-        if y == IGNORE:
-            continue
-        row = z[n, :, h, w]
-        ce = math.log(sum(math.exp(v) for v in row)) - row[y]
-        if class_weight is not None:
-            ce *= class_weight[y]
+    num_classes = logits.shape[1]
+
+    def pixel(row, y, _):
+        ce = (logsumexp(row) - row[y]) * (1.0 if class_weight is None else class_weight[y])
         top = max(row)
         r_pos = sum(max(0.0, top - margin) ** 2 for k in range(num_classes) if row[k] == top)
         r_neg = sum(max(0.0, top - row[k] - margin) ** 2
                     for k in range(num_classes) if row[k] != top) / (num_classes - 1)
-        out[n, h, w] = ce + alpha * (pos_lambda * r_pos + neg_lambda * r_neg)
-    return out
+        return ce + alpha * (pos_lambda * r_pos + neg_lambda * r_neg)
+    return per_pixel_reference(logits, target, pixel)
 
 
 def torch_reference(logits, target, pos_lambda, neg_lambda, alpha, margin):

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from loss_reference import logsumexp, per_pixel_reference
 
 from calibseg.functional.losses import softmax_focal_loss
 
@@ -11,19 +12,13 @@ IGNORE = 255
 
 def reference_focal(logits, target, gamma, class_weight=None):
     """Per-pixel focal loss by explicit loops (float64 numpy); nan at ignored pixels."""
-    z = logits.detach().double().numpy()
     gammas = np.broadcast_to(np.asarray(gamma, dtype=np.float64), target.shape)
-    out = np.full(target.shape, np.nan)
-    for n, h, w in np.ndindex(*target.shape):
-        y = int(target[n, h, w])
-        if y == IGNORE:
-            continue
-        row = z[n, :, h, w]
-        lse = math.log(sum(math.exp(v) for v in row))
-        log_p = row[y] - lse
-        loss = -((1.0 - math.exp(log_p)) ** gammas[n, h, w]) * log_p
-        out[n, h, w] = loss * (1.0 if class_weight is None else class_weight[y])
-    return out
+
+    def pixel(row, y, where):
+        log_p = row[y] - logsumexp(row)
+        loss = -((1.0 - math.exp(log_p)) ** gammas[where]) * log_p
+        return loss * (1.0 if class_weight is None else class_weight[y])
+    return per_pixel_reference(logits, target, pixel)
 
 
 @pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])

@@ -1,8 +1,8 @@
-import math
 
 import numpy as np
 import pytest
 import torch
+from loss_reference import logsumexp, per_pixel_reference
 
 from calibseg.functional.losses import mbls_loss
 
@@ -11,21 +11,13 @@ IGNORE = 255
 
 def reference_mbls(logits, target, margin, alpha, class_weight=None):
     """Per-pixel CE + alpha * mean_k ReLU(max_j z_j - z_k - m), by explicit loops."""
-    z = logits.detach().double().numpy()
-    num_classes = z.shape[1]
-    out = np.full(target.shape, np.nan)
-    for n, h, w in np.ndindex(*target.shape):
-        y = int(target[n, h, w])
-        if y == IGNORE:
-            continue
-        row = z[n, :, h, w]
-        ce = math.log(sum(math.exp(v) for v in row)) - row[y]
-        if class_weight is not None:
-            ce *= class_weight[y]
-        top = max(row)
-        penalty = sum(max(0.0, top - row[k] - margin) for k in range(num_classes)) / num_classes
-        out[n, h, w] = ce + alpha * penalty
-    return out
+    num_classes = logits.shape[1]
+
+    def pixel(row, y, _):
+        ce = (logsumexp(row) - row[y]) * (1.0 if class_weight is None else class_weight[y])
+        penalty = sum(max(0.0, max(row) - row[k] - margin) for k in range(num_classes)) / num_classes
+        return ce + alpha * penalty
+    return per_pixel_reference(logits, target, pixel)
 
 
 def torch_reference(logits, target, margin, alpha):
