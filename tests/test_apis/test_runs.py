@@ -32,6 +32,7 @@ def two_runs(tiny_voc, tmp_path_factory):
     """The same tiny training twice in this process, quietly and deterministically."""
     root = tmp_path_factory.mktemp('in_process')
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     options = dict(tiny_run_options(tiny_voc, max_iters=ITERS), **parse_cfg_options(reproducible()))
     options['default_hooks.checkpoint.interval'] = ITERS
     try:
@@ -40,6 +41,7 @@ def two_runs(tiny_voc, tmp_path_factory):
     finally:  # process-wide settings: leave them as the other tests expect them
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
     yield root, runners
 
 

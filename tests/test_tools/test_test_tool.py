@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import glob
+import os
 import os.path as osp
+import socket
 import subprocess
 import sys
 
@@ -54,3 +56,18 @@ def test_quiet_train_and_test_print_progress_and_results_only(tiny_voc, tmp_path
     lines = log.splitlines()
     assert 2 <= len(lines) <= 5, log
     assert lines[0].startswith('[calibseg] testing ') and ': test' in lines[1] and 'mIoU ' in log
+
+    # the same test with torchrun, 2 CPU processes (gloo): one result, from the main process
+    env = dict(os.environ, PORT=str(_free_port()), PYTHON=sys.executable, OMP_NUM_THREADS='1')
+    proc = subprocess.run(['bash', osp.join(ROOT, 'tools', 'dist_test.sh'), DEMO_CONFIG, str(work_dir / 'iter_4.pth'),
+                           '2', '--work-dir', str(tmp_path / 'dist_test'), '--quiet', '--cfg-options', *options],
+                          env=env, capture_output=True, text=True, cwd=str(tmp_path), timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert log.count(': test') == 1 and 'mIoU ' in log, log
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
