@@ -6,11 +6,11 @@ from torch import Tensor
 
 from calibseg.utils.validation import check_non_negative
 
+from .fused import log_softmax_terms
 from .utils import (
     ClassWeight,
     Pixels,
     check_reduction,
-    gather_target,
     prepare_pixels,
     reduce_loss,
     target_class_weight,
@@ -33,8 +33,9 @@ def validate_focal_args(*, gamma: Gamma) -> Gamma:
 
 
 def target_log_prob(pixels: Pixels) -> Tensor:
-    """``log p_y`` for every pixel: ``(N, M)`` (one fused log-softmax and one gather)."""
-    return gather_target(torch.log_softmax(pixels.logits, dim=1), pixels)
+    """``log p_y`` for every pixel: ``(N, M)`` (one log-softmax and one gather; the backward pass writes
+    ``g ([k = y] - p)`` in two full-size passes, see :mod:`calibseg.functional.losses.fused`)."""
+    return log_softmax_terms(pixels.logits, pixels.target)[0]
 
 
 def focal_term(log_p_y: Tensor, gamma: Gamma) -> Tensor:

@@ -1,15 +1,14 @@
 """Cross-entropy with uniform label smoothing (Szegedy et al., CVPR 2016)."""
 from typing import Optional, Union
 
-import torch
 from torch import Tensor
 
 from calibseg.utils.validation import check_in_range
 
+from .fused import log_softmax_terms
 from .utils import (
     ClassWeight,
     check_reduction,
-    gather_target,
     prepare_pixels,
     reduce_loss,
     target_class_weight,
@@ -56,8 +55,8 @@ def label_smoothing_loss(logits: Tensor, target: Tensor, *, smoothing: float = 0
     check_reduction(reduction, avg_factor)
     validate_label_smoothing_args(smoothing=smoothing)
     pixels = prepare_pixels(logits, target, ignore_index=ignore_index, weight=weight)
-    log_probs = torch.log_softmax(pixels.logits, dim=1)
-    loss = -(1.0 - smoothing) * gather_target(log_probs, pixels) - smoothing * log_probs.mean(dim=1)
+    log_p_y, mean_log_p, _ = log_softmax_terms(pixels.logits, pixels.target, with_mean=True)
+    loss = -(1.0 - smoothing) * log_p_y - smoothing * mean_log_p
     weights = target_class_weight(class_weight, pixels)
     if weights is not None:
         loss = loss * weights

@@ -1,16 +1,16 @@
 """Cross-entropy plus the multi-class difference in confidence and accuracy, MDCA (CVPR 2022)."""
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from calibseg.utils.validation import check_non_negative
 
+from .fused import log_softmax_terms
 from .utils import (
     ClassWeight,
     Pixels,
     check_reduction,
-    gather_target,
     prepare_pixels,
     reduce_loss,
     weighted_nll,
@@ -26,6 +26,25 @@ def validate_mdca_args(*, beta: float, reduction: str = 'mean') -> float:
     return check_non_negative('beta', beta)
 
 
+def _pixel_weights(pixels: Pixels, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """``(N, M)`` weights of the pixels in MDCA's means (0 at ignored pixels) and their total (> 0)."""
+    pixel_weight = pixels.valid.to(dtype)
+    if pixels.weight is None:
+        count = pixels.num_valid
+        if isinstance(count, Tensor):  # no host sync on the device path
+            return pixel_weight, count.to(dtype).clamp_min(1.0)
+        return pixel_weight, pixel_weight.new_tensor(float(max(count, 1)))
+    pixel_weight = torch.where(pixels.valid, pixels.weight, pixel_weight)
+    return pixel_weight, pixel_weight.sum().clamp_min(torch.finfo(dtype).tiny)
+
+
+def _mdca_from_sums(prob_sum: Tensor, pixel_weight: Tensor, total: Tensor, pixels: Pixels) -> Tensor:
+    """The MDCA term from the ``(C,)`` weighted probability sums."""
+    label_sum = prob_sum.new_zeros(pixels.num_classes).index_add_(
+        0, pixels.target.reshape(-1), pixel_weight.reshape(-1))
+    return (prob_sum - label_sum).abs().mean() / total
+
+
 def mdca_term(probs: Tensor, pixels: Pixels) -> Tensor:
     r"""``(1/C) sum_k |mean_n p_{n,k} - mean_n 1[y_n = k]|`` over the non-ignored pixels.
 
@@ -36,19 +55,12 @@ def mdca_term(probs: Tensor, pixels: Pixels) -> Tensor:
     With a per-pixel ``weight`` both means are weighted means (``sum_n w_n x_n / sum_n w_n``). An
     empty batch (or zero total weight) gives 0, connected to the graph. Ignored pixels enter the
     sums multiplied by 0 (a select would cost 2x here), so their probabilities must be finite, which
-    they are for finite logits.
+    they are for finite logits. :func:`mdca_loss` computes the same term inside its fused log-softmax
+    (:func:`~calibseg.functional.losses.fused.log_softmax_terms`).
     """
-    num_classes = pixels.num_classes
-    pixel_weight = pixels.valid.to(probs.dtype)
-    if pixels.weight is None:
-        total = probs.new_tensor(float(max(pixels.num_valid, 1)))
-    else:
-        pixel_weight = torch.where(pixels.valid, pixels.weight, pixel_weight)
-        total = pixel_weight.sum().clamp_min(torch.finfo(probs.dtype).tiny)
+    pixel_weight, total = _pixel_weights(pixels, probs.dtype)
     prob_sum = (probs * pixel_weight.unsqueeze(1)).sum(dim=(0, 2))
-    label_sum = probs.new_zeros(num_classes).index_add_(
-        0, pixels.target.reshape(-1), pixel_weight.reshape(-1))
-    return (prob_sum - label_sum).abs().mean() / total
+    return _mdca_from_sums(prob_sum, pixel_weight, total, pixels)
 
 
 def mdca_loss(logits: Tensor, target: Tensor, *, beta: float = 1.0,
@@ -92,8 +104,10 @@ def mdca_loss(logits: Tensor, target: Tensor, *, beta: float = 1.0,
     check_reduction(reduction, avg_factor)
     validate_mdca_args(beta=beta, reduction=reduction)
     pixels = prepare_pixels(logits, target, ignore_index=ignore_index, weight=weight)
-    log_probs = torch.log_softmax(pixels.logits, dim=1)
-    ce = reduce_loss(weighted_nll(gather_target(log_probs, pixels), class_weight, pixels), pixels,
+    pixel_weight, total = _pixel_weights(pixels, pixels.logits.dtype)
+    # one log-softmax for both terms; the class sums of the probabilities come out of the same pass
+    log_p_y, _, prob_sum = log_softmax_terms(pixels.logits, pixels.target, prob_weight=pixel_weight)
+    ce = reduce_loss(weighted_nll(log_p_y, class_weight, pixels), pixels,
                      reduction=reduction, avg_factor=avg_factor)
-    return ce + beta * mdca_term(log_probs.exp(), pixels)
+    return ce + beta * _mdca_from_sums(prob_sum, pixel_weight, total, pixels)
 
