@@ -7,7 +7,7 @@ from torch.autograd.function import once_differentiable
 
 from calibseg.utils.validation import check_non_negative
 
-from .fused import chunk_log_softmax, chunk_probs, no_autocast, pixel_chunks
+from .fused import chunk_log_softmax, chunk_probs, no_autocast, optional_grad, per_pixel, pixel_chunks
 from .utils import (
     ClassWeight,
     check_reduction,
@@ -33,39 +33,39 @@ class _ACLSTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, target: Tensor, margin: float, pos_lambda: float, neg_lambda: float):
         ctx.set_materialize_grads(False)
-        batch, num_classes, size = z.shape
-        neg_scale = neg_lambda / (num_classes - 1)
-        log_p_y, reg, lse, z_max = (z.new_empty(batch, size) for _ in range(4))
+        neg_scale = neg_lambda / (z.shape[1] - 1)
+        log_p_y, reg, lse, z_max = per_pixel(z, 4)
+        index = target.unsqueeze(1)
         with no_autocast(z):
-            for image, pixels in pixel_chunks(z):
-                zc = z[image, :, pixels]
-                log_probs, top, lse[image, pixels] = chunk_log_softmax(zc)
-                z_max[image, pixels] = top
-                log_p_y[image, pixels] = log_probs.gather(0, target[image, pixels].unsqueeze(0)).squeeze(0)
+            for chunk in pixel_chunks(z):
+                zc = z[chunk]
+                log_probs, top, lse[chunk] = chunk_log_softmax(zc)
+                z_max[chunk] = top
+                log_p_y[chunk] = log_probs.gather(1, index[chunk])
                 threshold = top - margin
-                squares = torch.sub(threshold, zc, out=log_probs).clamp_min_(0).square_().sum(dim=0)
-                ties = (zc == top).sum(dim=0)
-                reg[image, pixels] = neg_scale * squares + pos_lambda * ties * threshold.clamp_min(0).square()
+                squares = torch.sub(threshold, zc, out=log_probs).clamp_min_(0).square_().sum(dim=1, keepdim=True)
+                ties = (zc == top).sum(dim=1, keepdim=True)
+                reg[chunk] = neg_scale * squares + pos_lambda * ties * threshold.clamp_min(0).square()
         ctx.options = (margin, 2.0 * pos_lambda, -2.0 * neg_scale)
         ctx.save_for_backward(z, target, lse, z_max)
-        return log_p_y, reg
+        return log_p_y.squeeze(1), reg.squeeze(1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_log_p_y: Optional[Tensor], grad_reg: Optional[Tensor]):
         z, target, lse, z_max = ctx.saved_tensors
         margin, pos_scale, neg_scale = ctx.options
-        a = (grad_log_p_y if grad_log_p_y is not None else lse.new_zeros(())).expand_as(lse)
-        g = (grad_reg if grad_reg is not None else lse.new_zeros(())).expand_as(lse)
+        a, g = optional_grad(grad_log_p_y, lse), optional_grad(grad_reg, lse)
+        index = target.unsqueeze(1)
         grad = torch.empty_like(z, memory_format=torch.contiguous_format)
         with no_autocast(z):
-            for image, pixels in pixel_chunks(z):
-                zc, a_c, g_c, top = z[image, :, pixels], a[image, pixels], g[image, pixels], z_max[image, pixels]
+            for chunk in pixel_chunks(z):
+                zc, a_c, g_c, top = z[chunk], a[chunk], g[chunk], z_max[chunk]
                 threshold = top - margin
-                gc = chunk_probs(zc, lse[image, pixels], grad[image, :, pixels]).mul_(-a_c)
+                gc = chunk_probs(zc, lse[chunk], grad[chunk]).mul_(-a_c)
                 gc.addcmul_((threshold - zc).clamp_min_(0), neg_scale * g_c)
                 gc.addcmul_(zc == top, pos_scale * threshold.clamp_min(0) * g_c)
-                gc.scatter_add_(0, target[image, pixels].unsqueeze(0), a_c.unsqueeze(0))
+                gc.scatter_add_(1, index[chunk], a_c)
         return grad, None, None, None, None
 
 

@@ -11,6 +11,7 @@ from .utils import (
     ClassWeight,
     Pixels,
     check_reduction,
+    defer_value_checks,
     prepare_pixels,
     reduce_loss,
     target_class_weight,
@@ -25,6 +26,9 @@ def validate_focal_args(*, gamma: Gamma) -> Gamma:
         if not gamma.is_floating_point():
             raise ValueError(f'gamma must be a floating-point tensor, got dtype {gamma.dtype}')
         bad = ~torch.isfinite(gamma.detach()) | (gamma.detach() < 0)
+        if defer_value_checks(gamma):
+            torch._assert_async(~bad.any(), 'gamma must be finite and >= 0 everywhere')
+            return gamma
         if bool(bad.any()):
             raise ValueError(f'gamma must be finite and >= 0 everywhere, got values '
                              f'{torch.unique(gamma.detach()[bad]).tolist()[:20]}')

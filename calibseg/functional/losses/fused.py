@@ -29,10 +29,13 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .utils import on_device_path
+
 CHUNK_ELEMENTS = 1 << 18
-"""Logits per chunk (``C`` classes times a run of pixels of one image): 1 MiB of float32, so that the temporaries
-of a chunk stay in the CPU's cache (and the caching allocator reuses them) instead of paying a page-faulted
-full-size allocation per operation, which on CPU costs as much as the operation itself."""
+"""Logits per chunk on CPU (``C`` classes times a run of pixels of one image): 1 MiB of float32, so that the
+temporaries of a chunk stay in cache and are reused by the allocator instead of paying a page-faulted full-size
+allocation per operation, which on CPU costs about as much as the operation itself. On other devices (a caching
+allocator, kernel launches that cost more than the passes) the whole batch is one chunk."""
 
 
 def no_autocast(tensor: Tensor):
@@ -40,26 +43,41 @@ def no_autocast(tensor: Tensor):
     return torch.autocast(tensor.device.type, enabled=False)
 
 
-def pixel_chunks(z: Tensor) -> Iterator[Tuple[int, slice]]:
-    """``(image, pixel slice)`` runs covering ``(N, C, M)`` logits, about :data:`CHUNK_ELEMENTS` logits each."""
+def pixel_chunks(z: Tensor) -> Iterator[Tuple[slice, slice, slice]]:
+    """Index tuples ``(images, :, pixels)`` covering ``(N, C, M)`` logits (and ``(N, 1, M)`` per-pixel tensors),
+    about :data:`CHUNK_ELEMENTS` logits each on CPU, everything at once elsewhere."""
     batch, num_classes, size = z.shape
+    if on_device_path(z):
+        yield slice(None), slice(None), slice(None)
+        return
     step = max(1, CHUNK_ELEMENTS // max(num_classes, 1))
     for image in range(batch):
         for start in range(0, size, step):
-            yield image, slice(start, min(start + step, size))
+            yield slice(image, image + 1), slice(None), slice(start, min(start + step, size))
 
 
 def chunk_log_softmax(zc: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """``(log_softmax, max, logsumexp)`` over the classes (dim 0) of a ``(C, L)`` chunk."""
-    log_probs = torch.log_softmax(zc, dim=0)
-    z_max = zc.amax(dim=0)
+    """``(log_softmax, max, logsumexp)`` over the classes (dim 1) of an ``(n, C, L)`` chunk (keeping dim 1)."""
+    log_probs = torch.log_softmax(zc, dim=1)
+    z_max = zc.amax(dim=1, keepdim=True)
     # log-sum-exp from the largest entry, where log p is close to 0: accurate also for saturated logits
-    return log_probs, z_max, z_max - log_probs.amax(dim=0)
+    return log_probs, z_max, z_max - log_probs.amax(dim=1, keepdim=True)
 
 
 def chunk_probs(zc: Tensor, lse: Tensor, out: Tensor) -> Tensor:
-    """``softmax`` of a ``(C, L)`` chunk from its log-sum-exp, written into ``out``."""
+    """``softmax`` of an ``(n, C, L)`` chunk from its ``(n, 1, L)`` log-sum-exp, written into ``out``."""
     return torch.sub(zc, lse, out=out).exp_()
+
+
+def per_pixel(z: Tensor, count: int) -> Tuple[Tensor, ...]:
+    """``count`` uninitialised ``(N, 1, M)`` tensors like ``z`` (indexable with :func:`pixel_chunks`' tuples)."""
+    batch, _, size = z.shape
+    return tuple(z.new_empty(batch, 1, size) for _ in range(count))
+
+
+def optional_grad(grad: Optional[Tensor], like: Tensor) -> Tensor:
+    """An output's gradient as ``(N, 1, M)``, zeros (broadcast, not allocated) when autograd passed ``None``."""
+    return (grad.unsqueeze(1) if grad is not None else like.new_zeros(())).expand_as(like)
 
 
 class _LogSoftmaxTerms(torch.autograd.Function):
@@ -67,21 +85,20 @@ class _LogSoftmaxTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, target: Tensor, with_mean: bool, prob_weight: Optional[Tensor]):
         ctx.set_materialize_grads(False)
-        batch, num_classes, size = z.shape
-        log_p_y = z.new_empty(batch, size)
-        lse = z.new_empty(batch, size)
-        mean = z.new_empty(batch, size) if with_mean else None
-        prob_sum = z.new_zeros(num_classes) if prob_weight is not None else None
+        log_p_y, lse, mean = per_pixel(z, 3)
+        index = target.unsqueeze(1)
+        weight = prob_weight.unsqueeze(1) if prob_weight is not None else None
+        prob_sum = z.new_zeros(z.shape[1]) if prob_weight is not None else None
         with no_autocast(z):
-            for image, pixels in pixel_chunks(z):
-                log_probs, _, lse[image, pixels] = chunk_log_softmax(z[image, :, pixels])
-                log_p_y[image, pixels] = log_probs.gather(0, target[image, pixels].unsqueeze(0)).squeeze(0)
-                if mean is not None:
-                    mean[image, pixels] = log_probs.mean(dim=0)
-                if prob_sum is not None:
-                    prob_sum += log_probs.exp_() @ prob_weight[image, pixels]
+            for chunk in pixel_chunks(z):
+                log_probs, _, lse[chunk] = chunk_log_softmax(z[chunk])
+                log_p_y[chunk] = log_probs.gather(1, index[chunk])
+                if with_mean:
+                    mean[chunk] = log_probs.mean(dim=1, keepdim=True)
+                if weight is not None:
+                    prob_sum += log_probs.exp_().mul_(weight[chunk]).sum(dim=(0, 2))
         ctx.save_for_backward(z, target, lse, prob_weight)
-        return log_p_y, mean, prob_sum
+        return log_p_y.squeeze(1), mean.squeeze(1) if with_mean else None, prob_sum
 
     @staticmethod
     def backward(ctx, grad_log_p_y: Optional[Tensor], grad_mean: Optional[Tensor],
@@ -92,29 +109,29 @@ class _LogSoftmaxTerms(torch.autograd.Function):
                 return _terms_backward(torch.softmax(z, dim=1), target, grad_log_p_y, grad_mean, grad_prob_sum,
                                        prob_weight), None, None, None
             num_classes = z.shape[1]
-            coef = z.new_zeros(lse.shape)
-            if grad_log_p_y is not None:
-                coef -= grad_log_p_y
-            if grad_mean is not None:
-                coef -= grad_mean
-            offset = None if grad_mean is None else grad_mean / num_classes
+            a = optional_grad(grad_log_p_y, lse)
+            coef = -a if grad_mean is None else -(a + grad_mean.unsqueeze(1))
+            offset = None if grad_mean is None else grad_mean.unsqueeze(1) / num_classes
             with_sums = grad_prob_sum is not None and prob_weight is not None
+            if with_sums:
+                weight = prob_weight.unsqueeze(1)
+                sums = grad_prob_sum.view(1, num_classes, 1)
+            index = target.unsqueeze(1)
             grad = torch.empty_like(z, memory_format=torch.contiguous_format)
-            for image, pixels in pixel_chunks(z):
-                gc = chunk_probs(z[image, :, pixels], lse[image, pixels], grad[image, :, pixels])
-                coef_c = coef[image, pixels]
+            for chunk in pixel_chunks(z):
+                gc = chunk_probs(z[chunk], lse[chunk], grad[chunk])
                 if with_sums:
-                    weight_c = prob_weight[image, pixels]
-                    coef_c = coef_c - weight_c * (grad_prob_sum @ gc)
-                    gc.mul_(torch.addcmul(coef_c, grad_prob_sum.unsqueeze(1), weight_c))
+                    weight_c = weight[chunk]
+                    coef_c = coef[chunk] - weight_c * (gc * sums).sum(dim=1, keepdim=True)
+                    gc.mul_(torch.addcmul(coef_c, sums, weight_c))
                     if offset is not None:
-                        gc.add_(offset[image, pixels])
+                        gc.add_(offset[chunk])
                 elif offset is not None:
-                    torch.addcmul(offset[image, pixels], gc, coef_c, out=gc)
+                    torch.addcmul(offset[chunk], gc, coef[chunk], out=gc)
                 else:
-                    gc.mul_(coef_c)
+                    gc.mul_(coef[chunk])
                 if grad_log_p_y is not None:
-                    gc.scatter_add_(0, target[image, pixels].unsqueeze(0), grad_log_p_y[image, pixels].unsqueeze(0))
+                    gc.scatter_add_(1, index[chunk], a[chunk])
         return grad, None, None, None
 
 

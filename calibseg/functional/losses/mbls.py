@@ -6,7 +6,7 @@ from torch import Tensor
 
 from calibseg.utils.validation import check_non_negative
 
-from .fused import chunk_log_softmax, chunk_probs, no_autocast, pixel_chunks
+from .fused import chunk_log_softmax, chunk_probs, no_autocast, optional_grad, per_pixel, pixel_chunks
 from .utils import (
     ClassWeight,
     check_reduction,
@@ -32,45 +32,41 @@ class _MbLSTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, target: Tensor, margin: float):
         ctx.set_materialize_grads(False)
-        batch, _, size = z.shape
-        log_p_y, penalty, lse, z_max = (z.new_empty(batch, size) for _ in range(4))
+        log_p_y, penalty, lse, z_max = per_pixel(z, 4)
+        index = target.unsqueeze(1)
         with no_autocast(z):
-            for image, pixels in pixel_chunks(z):
-                zc = z[image, :, pixels]
-                log_probs, z_max[image, pixels], lse[image, pixels] = chunk_log_softmax(zc)
-                log_p_y[image, pixels] = log_probs.gather(0, target[image, pixels].unsqueeze(0)).squeeze(0)
-                threshold = z_max[image, pixels] - margin
-                penalty[image, pixels] = torch.sub(threshold, zc, out=log_probs).clamp_min_(0).sum(dim=0)
+            for chunk in pixel_chunks(z):
+                zc = z[chunk]
+                log_probs, z_max[chunk], lse[chunk] = chunk_log_softmax(zc)
+                log_p_y[chunk] = log_probs.gather(1, index[chunk])
+                gap = torch.sub(z_max[chunk] - margin, zc, out=log_probs).clamp_min_(0)
+                penalty[chunk] = gap.sum(dim=1, keepdim=True)
         ctx.margin = margin
         ctx.save_for_backward(z, target, lse, z_max)
-        return log_p_y, penalty
+        return log_p_y.squeeze(1), penalty.squeeze(1)
 
     @staticmethod
     def backward(ctx, grad_log_p_y: Optional[Tensor], grad_penalty: Optional[Tensor]):
         z, target, lse, z_max = ctx.saved_tensors
-        a = grad_log_p_y if grad_log_p_y is not None else lse.new_zeros(())
-        b = grad_penalty if grad_penalty is not None else lse.new_zeros(())
-        a, b = (x.expand_as(lse) for x in (a, b))
+        a, b = optional_grad(grad_log_p_y, lse), optional_grad(grad_penalty, lse)
+        index = target.unsqueeze(1)
         with no_autocast(z):
             if torch.is_grad_enabled():  # double backward: differentiable operations, out of place
-                threshold = (z_max - ctx.margin).unsqueeze(1)
-                active = z < threshold
-                is_max = z == z_max.unsqueeze(1)
+                active = z < z_max - ctx.margin
+                is_max = z == z_max
                 count = active.sum(dim=1, keepdim=True)
                 ties = is_max.sum(dim=1, keepdim=True)
-                b1 = b.unsqueeze(1)
-                grad = torch.where(active, -b1, 0.0) + torch.where(is_max, b1 * count / ties, 0.0)
-                grad = grad - torch.softmax(z, dim=1) * a.unsqueeze(1)
-                return grad.scatter_add(1, target.unsqueeze(1), a.unsqueeze(1)), None, None
+                grad = torch.where(active, -b, 0.0) + torch.where(is_max, b * count / ties, 0.0)
+                return (grad - torch.softmax(z, dim=1) * a).scatter_add(1, index, a), None, None
             grad = torch.empty_like(z, memory_format=torch.contiguous_format)
-            for image, pixels in pixel_chunks(z):
-                zc, a_c, b_c, top = z[image, :, pixels], a[image, pixels], b[image, pixels], z_max[image, pixels]
-                gc = chunk_probs(zc, lse[image, pixels], grad[image, :, pixels]).mul_(-a_c)
-                active = zc < (top - ctx.margin)  # the hinge's kernel: -b there ...
+            for chunk in pixel_chunks(z):
+                zc, a_c, b_c, top = z[chunk], a[chunk], b[chunk], z_max[chunk]
+                gc = chunk_probs(zc, lse[chunk], grad[chunk]).mul_(-a_c)
+                active = zc < top - ctx.margin  # the hinge's kernel: -b there ...
                 gc.addcmul_(active, b_c, value=-1.0)
                 is_max = zc == top  # ... and the opposite of their sum at the maximal entries
-                gc.addcmul_(is_max, b_c * active.sum(dim=0) / is_max.sum(dim=0))
-                gc.scatter_add_(0, target[image, pixels].unsqueeze(0), a_c.unsqueeze(0))
+                gc.addcmul_(is_max, b_c * active.sum(dim=1, keepdim=True) / is_max.sum(dim=1, keepdim=True))
+                gc.scatter_add_(1, index[chunk], a_c)
         return grad, None, None
 
 

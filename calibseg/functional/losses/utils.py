@@ -19,6 +19,14 @@ itself: measured on CPU at ``(2, 21, 256, 256)``, the flatten-and-index versions
 ``(P, C)`` / ``(P,)`` rows for code that wants them. Logits at ignored pixels must be finite (as
 for PyTorch's and mmseg's cross-entropy, whose gradients they would also poison).
 
+**No host-device synchronisation on accelerators.** On CPU the value checks (labels in range, finite logits,
+non-negative class weights) raise :class:`ValueError` with the offending values, which costs nothing there. On
+any other device (CUDA) reading a value back would stall the pipeline on every training step, so the losses take
+the *device path*: the label and logit checks become asynchronous device assertions
+(``torch._assert_async``: a bad batch fails at the next synchronisation with a ``RuntimeError`` naming the
+problem, not the values), the pixel count stays a tensor, and no Python branch depends on a tensor's value.
+``set_sync_checks(True)`` restores the readable, synchronising checks on every device (for debugging).
+
 This module imports no OpenMMLab package.
 """
 import math
@@ -35,6 +43,30 @@ ClassWeight = Optional[Union[Sequence[float], Tensor]]
 """Type of ``class_weight``: ``None`` or one non-negative weight per class."""
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+_SYNC_CHECKS = False  # set_sync_checks(True): readable (synchronising) value checks on every device
+_FORCE_DEVICE_PATH = False  # tests: take the accelerator's code path on CPU tensors
+
+
+def set_sync_checks(enabled: bool) -> bool:
+    """Check label and logit values with readable, synchronising errors on every device (a debug option).
+
+    Off by default: on accelerators the losses then check values with asynchronous device assertions (see the
+    module docstring). Returns the previous setting.
+    """
+    global _SYNC_CHECKS
+    previous, _SYNC_CHECKS = _SYNC_CHECKS, bool(enabled)
+    return previous
+
+
+def on_device_path(tensor: Tensor) -> bool:
+    """Whether the losses avoid every host-device synchronisation for ``tensor`` (any device but the CPU)."""
+    return tensor.device.type != 'cpu' or _FORCE_DEVICE_PATH
+
+
+def defer_value_checks(tensor: Tensor) -> bool:
+    """Whether value checks on ``tensor`` are asynchronous device assertions (device path, no sync checks)."""
+    return on_device_path(tensor) and not _SYNC_CHECKS
 
 
 # -------------------------------------------------------------------------------------------------
@@ -92,7 +124,7 @@ class Pixels(NamedTuple):
         target: ``(N, M)`` int64 labels; ignored pixels hold 0 so that they can be gathered safely.
         valid: ``(N, M)`` bool mask of the non-ignored pixels.
         weight: ``(N, M)`` per-pixel weight in the compute dtype, or ``None``.
-        num_valid: number of non-ignored pixels ``P``.
+        num_valid: number of non-ignored pixels ``P`` (an ``int``, a 0-dim tensor on the device path).
         shape: label shape ``(N, *spatial)``, the shape of ``reduction='none'`` outputs.
     """
 
@@ -100,7 +132,7 @@ class Pixels(NamedTuple):
     target: Tensor
     valid: Tensor
     weight: Optional[Tensor]
-    num_valid: int
+    num_valid: Union[int, Tensor]
     shape: torch.Size
 
     @property
@@ -153,10 +185,17 @@ def check_logits_and_target(logits: Tensor, target: Tensor, ignore_index: int, *
                          f'{tuple(logits.shape)}: expected {tuple(expected)}')
     if target.device != logits.device:
         raise ValueError(f'target is on {target.device} but logits are on {logits.device}')
-    check_finite_logits(logits)
     ignore_index = check_ignore_index(ignore_index)
+    valid = target != ignore_index
+    if defer_value_checks(logits):
+        _assert_finite_async(logits)
+        in_range = ((target >= 0) & (target < num_labels)) | ~valid
+        torch._assert_async(in_range.all(), f'target contain values outside [0, {num_labels}) that are not '
+                            f'ignore_index={ignore_index} (set_sync_checks(True) lists them)')
+        return valid
+    check_finite_logits(logits)
     check_labels('target', target, num_labels, ignore_index=ignore_index, hint=label_hint)
-    return target != ignore_index
+    return valid
 
 
 def check_finite_logits(logits: Tensor) -> None:
@@ -176,6 +215,15 @@ def check_finite_logits(logits: Tensor) -> None:
         raise ValueError(f'logits contain {int(torch.isnan(values).sum())} NaN and {int(torch.isinf(values).sum())} '
                          f'infinite value(s) among {values.numel()}; calibseg losses need finite logits (mask a '
                          'class with a large negative finite value, not -inf)')
+
+
+def _assert_finite_async(logits: Tensor) -> None:
+    """:func:`check_finite_logits` as an asynchronous device assertion (no host synchronisation)."""
+    if logits.numel() == 0:
+        return
+    low, high = torch.aminmax(logits.detach())
+    torch._assert_async(torch.isfinite(low) & torch.isfinite(high),
+                        'logits contain NaN or infinite values; calibseg losses need finite logits')
 
 
 def flat_size(shape: Sequence[int]) -> int:
@@ -222,8 +270,9 @@ def prepare_pixels(logits: Tensor, target: Tensor, *, ignore_index: int = 255,
     flat_logits = logits.reshape(batch, num_classes, pixels_per_image).to(compute_dtype(logits.dtype))
     flat_valid = valid.reshape(batch, pixels_per_image)
     flat_target = target.reshape(batch, pixels_per_image).long().masked_fill(~flat_valid, 0)
-    pixels = Pixels(flat_logits, flat_target, flat_valid, None, int(flat_valid.sum()),
-                    target.shape)
+    # the pixel count stays a tensor on the device path (int() would wait for the device)
+    num_valid = flat_valid.sum() if on_device_path(flat_valid) else int(flat_valid.sum())
+    pixels = Pixels(flat_logits, flat_target, flat_valid, None, num_valid, target.shape)
     if weight is not None:
         if not isinstance(weight, Tensor):
             raise TypeError(f'weight must be a tensor or None, got {type(weight).__name__}')
@@ -257,7 +306,12 @@ def target_class_weight(class_weight: ClassWeight, pixels: Pixels) -> Optional[T
     Raises:
         ValueError: if ``class_weight`` does not hold exactly one value per class.
     """
-    weights = check_class_weight(class_weight)
+    if isinstance(class_weight, Tensor) and on_device_path(class_weight) and not _SYNC_CHECKS:
+        weights = class_weight  # checked where it was built (a registered loss checks it at construction)
+        if weights.dim() != 1:
+            raise ValueError(f'class_weight must be 1-D, got shape {tuple(weights.shape)}')
+    else:
+        weights = check_class_weight(class_weight)
     if weights is None:
         return None
     if weights.numel() != pixels.num_classes:
@@ -296,5 +350,7 @@ def reduce_loss(pixel_loss: Tensor, pixels: Pixels, *, reduction: str,
     if reduction == 'sum':
         return total
     if avg_factor is None:
+        if isinstance(pixels.num_valid, Tensor):
+            return total / pixels.num_valid.clamp_min(1)
         return total / max(pixels.num_valid, 1)
     return total / (avg_factor + torch.finfo(torch.float32).eps)
