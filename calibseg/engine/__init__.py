@@ -1,3 +1,4 @@
 from .hooks import ReliabilityDiagramHook
+from .optim import MixedPrecisionOptimWrapper
 
-__all__ = ['ReliabilityDiagramHook']
+__all__ = ['ReliabilityDiagramHook', 'MixedPrecisionOptimWrapper']
