@@ -8,10 +8,18 @@ Streams synthetic 21-class logits (512x512 images) through
 * ``softmax-max``: bare ``torch.softmax`` + ``max`` over the same tensors (the floor of any method);
 
 each in its own subprocess (peak RSS from ``resource.getrusage`` in the child), and prints Mpixel/s, peak RSS
-and the ratios ``full / softmax-max`` (target >= 0.25) and ``top / torchmetrics`` (target >= 1.5)::
+and the ratios ``full / softmax-max`` (target >= 0.25) and ``top / torchmetrics`` (target >= 1.5).
+
+``--user-path`` measures instead the path users run (issue 16): the registered ``PixelCalibrationMetric`` inside
+mmengine's ``Evaluator``, fed one 512x512 ``SegDataSample`` at a time as mmseg's test loop feeds it
+(``evaluator-top``: ``metrics=['ECE', 'MCE']``; ``evaluator-headline``: the default keys; ``evaluator-all``:
+``metrics='all'``), against a bare per-sample softmax+max (``sample-softmax-max``, the floor) and torchmetrics'
+``MulticlassCalibrationError`` updated per sample (``sample-torchmetrics``); targets: top >= 0.75x the floor and
+>= 2x torchmetrics, the full grid >= 0.5x the floor::
 
     python bench/bench_pixel_calibration.py --pixels 1e8
     python bench/bench_pixel_calibration.py --rss-scaling          # peak RSS at 1e7 vs 1e8 pixels
+    python bench/bench_pixel_calibration.py --user-path --pixels 1e7 --threads 1
 
 The same pool of pre-generated batches is cycled in every child, so data generation is not timed.
 """
@@ -24,6 +32,8 @@ import sys
 import time
 
 METHODS = ('softmax-max', 'calibseg-full', 'calibseg-top', 'torchmetrics')
+USER_METHODS = ('sample-softmax-max', 'evaluator-top', 'evaluator-headline', 'evaluator-all', 'sample-torchmetrics')
+EVALUATOR_METRICS = {'evaluator-top': ['ECE', 'MCE'], 'evaluator-headline': None, 'evaluator-all': 'all'}
 SIDE = 512
 CLASSES = 21
 
@@ -56,6 +66,8 @@ def child(method: str, pixels: int, batch: int, pool: int, threads: int) -> dict
     per_batch = batch * SIDE * SIDE
     n_batches = max(1, -(-pixels // per_batch))
     base_rss = _rss_mib()
+    if method in USER_METHODS:
+        return user_path_child(method, data, n_batches * batch, base_rss)
     if method.startswith('calibseg'):
         from calibseg.functional.calibration import CalibrationStatistics, calibration_metrics
         stats = CalibrationStatistics(CLASSES, input_type='logits', classwise=method == 'calibseg-full')
@@ -86,6 +98,58 @@ def child(method: str, pixels: int, batch: int, pool: int, threads: int) -> dict
                 ece=result, threads=torch.get_num_threads())
 
 
+def user_path_child(method: str, data, n_samples: int, base_rss: float) -> dict:
+    """One 512x512 sample at a time, as mmseg's test loop calls the evaluator (samples built beforehand)."""
+    import torch
+    samples = [(logits[i], labels[i]) for logits, labels in data for i in range(logits.shape[0])]
+    result = None
+    if method.startswith('evaluator'):
+        from mmengine.evaluator import Evaluator
+        from mmengine.registry import init_default_scope
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+
+        import calibseg  # noqa: F401  (registers the metric)
+        init_default_scope('mmseg')  # as mmseg's Runner does
+
+        def as_sample(logits, labels):
+            sample = SegDataSample()
+            sample.seg_logits = PixelData(data=logits)
+            sample.gt_sem_seg = PixelData(data=labels.unsqueeze(0))
+            sample.set_metainfo(dict(img_path='synthetic.png', ori_shape=labels.shape, img_shape=labels.shape))
+            return sample
+
+        samples = [as_sample(*s) for s in samples]
+        evaluator = Evaluator([dict(type='PixelCalibrationMetric', metrics=EVALUATOR_METRICS[method])])
+        evaluator.dataset_meta = dict(classes=[f'c{k}' for k in range(CLASSES)])
+
+        def step(sample):
+            evaluator.process(data_samples=[sample], data_batch=None)
+    elif method == 'sample-torchmetrics':
+        from torchmetrics.classification import MulticlassCalibrationError
+        metric = MulticlassCalibrationError(num_classes=CLASSES, n_bins=15, ignore_index=255)
+
+        def step(sample):
+            metric.update(sample[0].unsqueeze(0), sample[1].unsqueeze(0))
+    else:
+        def step(sample):
+            torch.softmax(sample[0], dim=0).max(dim=0)
+    start = time.perf_counter()
+    for i in range(n_samples):
+        step(samples[i % len(samples)])
+    t_update = time.perf_counter() - start
+    start = time.perf_counter()
+    if method.startswith('evaluator'):
+        result = evaluator.evaluate(n_samples).get('ECE')
+    elif method == 'sample-torchmetrics':
+        result = 100.0 * float(metric.compute())
+    t_compute = time.perf_counter() - start
+    total = n_samples * SIDE * SIDE
+    return dict(method=method, pixels=total, update_s=t_update, compute_s=t_compute,
+                mpix_s=total / (t_update + t_compute) / 1e6, peak_rss_mib=_rss_mib(), base_rss_mib=base_rss,
+                ece=result, threads=torch.get_num_threads())
+
+
 def run_child(method: str, args) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), '--child', method, '--pixels', str(int(args.pixels)),
            '--batch', str(args.batch), '--pool', str(args.pool), '--threads', str(args.threads)]
@@ -99,14 +163,14 @@ def run_child(method: str, args) -> dict:
 
 
 def report(rows) -> None:
-    print(f"{'method':15s} {'pixels':>12s} {'Mpix/s':>8s} {'update s':>9s} {'compute s':>9s} "
+    print(f"{'method':20s} {'pixels':>12s} {'Mpix/s':>8s} {'update s':>9s} {'compute s':>9s} "
           f"{'peak RSS MiB':>12s} {'(data)':>8s} {'ECE %':>8s}")
     for r in rows:
         if 'error' in r:
-            print(f"{r['method']:15s} error: {r['error']}")
+            print(f"{r['method']:20s} error: {r['error']}")
             continue
         ece = '' if r['ece'] is None else f"{r['ece']:8.3f}"
-        print(f"{r['method']:15s} {r['pixels']:12.3e} {r['mpix_s']:8.2f} {r['update_s']:9.2f} "
+        print(f"{r['method']:20s} {r['pixels']:12.3e} {r['mpix_s']:8.2f} {r['update_s']:9.2f} "
               f"{r['compute_s']:9.2f} {r['peak_rss_mib']:12.0f} {r['base_rss_mib']:8.0f} {ece:>8s}")
     by = {r['method']: r for r in rows if 'error' not in r}
 
@@ -118,6 +182,10 @@ def report(rows) -> None:
     ratio('calibseg-full', 'softmax-max', 0.25)
     ratio('calibseg-top', 'torchmetrics', 1.5)
     ratio('calibseg-full', 'torchmetrics', 0.0)
+    ratio('evaluator-top', 'sample-softmax-max', 0.75)
+    ratio('evaluator-top', 'sample-torchmetrics', 2.0)
+    ratio('evaluator-headline', 'sample-softmax-max', 0.0)
+    ratio('evaluator-all', 'sample-softmax-max', 0.5)
 
 
 def main() -> None:
@@ -126,12 +194,15 @@ def main() -> None:
     parser.add_argument('--batch', type=int, default=4, help='images of 512x512 per batch')
     parser.add_argument('--pool', type=int, default=2, help='pre-generated batches cycled through')
     parser.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
-    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
+    parser.add_argument('--methods', nargs='+', default=None, choices=METHODS + USER_METHODS,
+                        help='default: the core methods, or the user-path ones with --user-path')
+    parser.add_argument('--user-path', action='store_true',
+                        help='the registered metric in mmengine\'s Evaluator, one sample at a time (issue 16)')
     parser.add_argument('--rss-scaling', action='store_true',
                         help='compare peak RSS of calibseg and torchmetrics at two sizes (--rss-pixels)')
     parser.add_argument('--rss-pixels', type=float, nargs=2, default=(1e7, 1e8), metavar=('SMALL', 'LARGE'),
                         help='pixel counts of --rss-scaling (default 1e7 1e8)')
-    parser.add_argument('--child', choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument('--child', choices=METHODS + USER_METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, int(args.pixels), args.batch, args.pool, args.threads)))
@@ -151,7 +222,8 @@ def main() -> None:
                 print(f'{method}: peak RSS above the data {small:.0f} MiB at {lo:.0e} pixels, {big:.0f} MiB at '
                       f'{hi:.0e}')
         return
-    report([run_child(method, args) for method in args.methods])
+    methods = args.methods or list(USER_METHODS if args.user_path else METHODS)
+    report([run_child(method, args) for method in methods])
 
 
 if __name__ == '__main__':
