@@ -30,6 +30,7 @@ from calibseg.apis.experiment import (
     training_log_mean,
     write_marked_section,
 )
+from calibseg.datasets.demo import DEFAULTS
 
 DEMO_GLOB = 'configs/*/fcn_r18-d16_*_1xb8-600it_demo-voc12aug-96x96.py'
 
@@ -67,10 +68,11 @@ def main(argv: Sequence[str] = None) -> None:
         gamma = training_log_mean(work_dir, 'gamma_mean')  # γ-Net runs log the mean γ they train with
         if gamma is not None:
             results[method_name(config)]['gamma_mean'] = gamma
-    note = (f'Embedded demo data (`tools/dataset_converters/generate_demo_data.py`, seed 0: 160 train+aug / 41 val '
-            f'images of 96 px), FCN ResNetV1c-18 OS16 from scratch, 600 iterations of batch 8, seed 0, CPU '
-            f'({platform.machine()}, torch {torch.__version__}); val split, every pixel pooled; calibration errors '
-            f'in percent. Reproduce: `python tools/compare_methods.py` ({time.time() - start:.0f} s here).\n\n')
+    data = f'seed 0: {DEFAULTS["voc_train"]} train+aug / {DEFAULTS["voc_val"]} val images of {DEFAULTS["size"]} px'
+    note = (f'Embedded demo data (`tools/dataset_converters/generate_demo_data.py`, {data}), FCN ResNetV1c-18 OS16 '
+            f'from scratch, 600 iterations of batch 8, seed 0, CPU ({platform.machine()}, torch {torch.__version__}); '
+            f'val split, every pixel pooled; calibration errors in percent. Reproduce: '
+            f'`python tools/compare_methods.py` ({time.time() - start:.0f} s here).\n\n')
     print(note + markdown_table(results))
     if args.no_write:
         return

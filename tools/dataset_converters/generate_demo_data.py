@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Generate calibseg's embedded demo data (small synthetic datasets in the real on-disk layouts).
 
-    python tools/dataset_converters/generate_demo_data.py --out data/demo [--voc-train 160]
-        [--voc-val 41] [--duts-train 120] [--duts-test 40] [--size 96] [--seed 0]
+    python tools/dataset_converters/generate_demo_data.py --out data/demo [--voc-train 32]
+        [--voc-val 60] [--duts-train 120] [--duts-test 40] [--size 96] [--seed 0]
         [--only voc|duts|cityscapes] [--cityscapes]
 
 Writes ``<out>/VOCdevkit/VOC2012`` (PASCAL VOC 2012 + SBD aug) and ``<out>/DUTS`` (saliency), plus
