@@ -12,16 +12,21 @@ from calibseg.apis.experiment import RESULTS_END, RESULTS_START, markdown_table,
 
 
 def test_demo_trains_both_models_quietly_and_writes_the_table(tiny_voc, tmp_path):
+    from calibseg.datasets.demo import generate_demo_data
+
     data_root = osp.dirname(osp.dirname(tiny_voc))
+    calib_root = str(tmp_path / 'calib')  # a few small calibration images (the demo's own 200 take longer)
+    generate_demo_data(calib_root, only='voc', voc_train=1, voc_val=3, size=32, seed=1)
     proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'demo.py'), '--data-root', data_root,
-                           '--work-dir', str(tmp_path / 'demo'), '--max-iters', '2'],
+                           '--calib-root', calib_root, '--work-dir', str(tmp_path / 'demo'), '--max-iters', '2'],
                           capture_output=True, text=True, cwd=str(tmp_path), timeout=900)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     table = (tmp_path / 'demo' / 'results.md').read_text()
-    assert '| metric | ce | mbls |' in table
-    for row in ('mIoU (%)', 'ECE_15 (%)', 'cwCE_15 (%)', 'NLL'):
+    assert '| metric | ce | ce + TS | mbls |' in table
+    for row in ('mIoU (%)', 'ECE_15 (%)', 'cwCE_15 (%)', 'OE_15 (%)', 'UE_15 (%)', 'NLL'):
         assert f'| {row} |' in table
+    assert re.search(r'\| temperature T \(TS\) \| - \| \d+\.\d{3} \| - \|', table), table
     lines = log.splitlines()
     run = r'  fcn_r18-d16_\w+_1xb8-600it_demo-voc12aug-96x96: iter \d+/2 '
     progress = [line for line in lines if re.match(run, line)]
@@ -41,7 +46,9 @@ def test_demo_trains_both_models_quietly_and_writes_the_table(tiny_voc, tmp_path
     assert sum(': val at iter 2' in line for line in lines) == 2
     assert lines[-1].startswith('[demo] total')
     assert any(line.startswith('[demo] table: ') and line.endswith('results.md') for line in lines[-5:])
-    assert sum('[demo] reliability diagrams of' in line for line in lines[-5:]) == 2
+    reports = [line.split(': ', 1)[1] for line in lines[-5:] if line.startswith('[demo] calibration report of')]
+    assert len(reports) == 2 and all(osp.isfile(report) for report in reports), log
+    assert 'calib_dataloader' in open(osp.join(osp.dirname(reports[0]), 'results.json')).read()
 
 
 def test_marked_section_is_replaced_in_place(tmp_path):
