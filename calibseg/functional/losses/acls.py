@@ -44,7 +44,7 @@ class _ACLSTerms(torch.autograd.Function):
                 log_p_y[chunk] = log_probs.gather(1, index[chunk])
                 threshold = top - margin
                 squares = torch.sub(threshold, zc, out=log_probs).clamp_min_(0).square_().sum(dim=1, keepdim=True)
-                ties = (zc == top).sum(dim=1, keepdim=True)
+                ties = torch.eq(zc, top, out=log_probs).sum(dim=1, keepdim=True)  # float mask: faster than bool
                 reg[chunk] = neg_scale * squares + pos_lambda * ties * threshold.clamp_min(0).square()
         ctx.options = (margin, 2.0 * pos_lambda, -2.0 * neg_scale)
         ctx.save_for_backward(z, target, lse, z_max)
@@ -63,8 +63,9 @@ class _ACLSTerms(torch.autograd.Function):
                 zc, a_c, g_c, top = z[chunk], a[chunk], g[chunk], z_max[chunk]
                 threshold = top - margin
                 gc = chunk_probs(zc, lse[chunk], grad[chunk]).mul_(-a_c)
-                gc.addcmul_((threshold - zc).clamp_min_(0), neg_scale * g_c)
-                gc.addcmul_(zc == top, pos_scale * threshold.clamp_min(0) * g_c)
+                work = (threshold - zc).clamp_min_(0)
+                gc.addcmul_(work, neg_scale * g_c)
+                gc.addcmul_(torch.eq(zc, top, out=work), pos_scale * threshold.clamp_min(0) * g_c)
                 gc.scatter_add_(1, index[chunk], a_c)
         return grad, None, None, None, None
 

@@ -3,7 +3,8 @@ r"""Fused log-softmax stages of the softmax losses, with hand-written backward p
 One log-softmax per call serves every term of a loss, and the backward pass writes the gradient of all terms in a
 few full-size passes instead of autograd's chain of temporaries (a zero-filled gradient for the gather, the
 log-softmax backward, one more tensor per extra term, and their sum). Measured on CPU at ``(8, 21, 512, 512)``
-(``bench/bench_losses.py``), this brings MbLS, MDCA and ACLS from about 2.1x mmseg's cross-entropy to about 1.1-1.3x.
+(``bench/bench_losses.py``, 1 thread), this brings MbLS, MDCA and ACLS from about 2.1x mmseg's cross-entropy
+to about 0.8-1.2x.
 
 :func:`log_softmax_terms` gives, for ``(N, C, M)`` logits ``z`` with ``p = softmax(z)`` over ``C``:
 
@@ -32,9 +33,10 @@ from torch import Tensor
 from .utils import on_device_path
 
 CHUNK_ELEMENTS = 1 << 18
-"""Logits per chunk on CPU (``C`` classes times a run of pixels of one image): 1 MiB of float32, so that the
-temporaries of a chunk stay in cache and are reused by the allocator instead of paying a page-faulted full-size
-allocation per operation, which on CPU costs about as much as the operation itself. On other devices (a caching
+"""Logits per chunk on CPU (``C`` classes times a run of pixels of one image, or several whole small images): 1 MiB
+of float32, so that the temporaries of a chunk stay in cache and are reused by the allocator instead of paying a
+page-faulted full-size allocation per operation, which on CPU costs about as much as the operation itself. On other
+devices (a caching
 allocator, kernel launches that cost more than the passes) the whole batch is one chunk."""
 
 
@@ -49,6 +51,12 @@ def pixel_chunks(z: Tensor) -> Iterator[Tuple[slice, slice, slice]]:
     batch, num_classes, size = z.shape
     if on_device_path(z):
         yield slice(None), slice(None), slice(None)
+        return
+    per_image = max(num_classes * size, 1)
+    if per_image <= CHUNK_ELEMENTS:  # small images: several whole images per chunk
+        images = CHUNK_ELEMENTS // per_image
+        for first in range(0, batch, images):
+            yield slice(first, min(first + images, batch)), slice(None), slice(None)
         return
     step = max(1, CHUNK_ELEMENTS // max(num_classes, 1))
     for image in range(batch):

@@ -62,10 +62,12 @@ class _MbLSTerms(torch.autograd.Function):
             for chunk in pixel_chunks(z):
                 zc, a_c, b_c, top = z[chunk], a[chunk], b[chunk], z_max[chunk]
                 gc = chunk_probs(zc, lse[chunk], grad[chunk]).mul_(-a_c)
-                active = zc < top - ctx.margin  # the hinge's kernel: -b there ...
-                gc.addcmul_(active, b_c, value=-1.0)
-                is_max = zc == top  # ... and the opposite of their sum at the maximal entries
-                gc.addcmul_(is_max, b_c * active.sum(dim=1, keepdim=True) / is_max.sum(dim=1, keepdim=True))
+                # 0/1 masks as floats: comparisons, sums and products with bool tensors are 3-5x slower on CPU
+                mask = torch.lt(zc, top - ctx.margin, out=torch.empty_like(zc))  # the hinge's kernel: -b there ...
+                gc.addcmul_(mask, b_c, value=-1.0)
+                count = mask.sum(dim=1, keepdim=True)
+                torch.eq(zc, top, out=mask)  # ... and the opposite of their sum at the maximal entries
+                gc.addcmul_(mask, b_c * count / mask.sum(dim=1, keepdim=True))
                 gc.scatter_add_(1, index[chunk], a_c)
         return grad, None, None
 

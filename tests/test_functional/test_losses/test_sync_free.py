@@ -76,7 +76,10 @@ def test_device_path_is_one_chunk(monkeypatch):
     logits, _, _ = _batch()
     z = logits.reshape(2, 4, -1)
     monkeypatch.setattr(fused, 'CHUNK_ELEMENTS', 8)
-    assert len(list(fused.pixel_chunks(z))) == 2 * 15
+    assert len(list(fused.pixel_chunks(z))) == 2 * 15  # 4 classes x 2 pixels per chunk
+    monkeypatch.setattr(fused, 'CHUNK_ELEMENTS', 2 * 4 * 30)
+    assert list(fused.pixel_chunks(z)) == [(slice(0, 2), slice(None), slice(None))]  # both images at once
+    monkeypatch.setattr(fused, 'CHUNK_ELEMENTS', 8)
     monkeypatch.setattr(loss_utils, '_FORCE_DEVICE_PATH', True)
     assert list(fused.pixel_chunks(z)) == [(slice(None), slice(None), slice(None))]
 
