@@ -72,18 +72,32 @@ def analysis_options(config: str, opts: Sequence[str], calib_root: str) -> Dict[
 
 def analyse(config: str, work_dir: str, opts: Sequence[str], calib_root: str, *, verbose: bool) -> Dict:
     """Analyse the run's newest checkpoint with TS into ``<work_dir>/analysis`` (the demo's own output: replaced)."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
     from calibseg.apis import analyze_calibration
 
-    return analyze_calibration(config, latest_checkpoint(work_dir), out_dir=osp.join(work_dir, 'analysis'),
-                               cfg_options=analysis_options(config, opts, calib_root), calibrators=['ts'],
-                               worst_k=4, force=True, verbose=verbose)
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    if not verbose:  # mmengine's INFO lines (checkpoint loading) stay off the console
+        logger.setLevel(logging.WARNING)
+    try:
+        return analyze_calibration(config, latest_checkpoint(work_dir), out_dir=osp.join(work_dir, 'analysis'),
+                                   cfg_options=analysis_options(config, opts, calib_root), calibrators=['ts'],
+                                   worst_k=4, force=True, verbose=verbose)
+    finally:
+        logger.setLevel(level)
 
 
 def main(argv: Sequence[str] = None) -> None:
     from calibseg.apis.posthoc_demo import ensure_calibration_images
+    from calibseg.apis.quiet import filter_known_noise
 
     args = parse_args(argv)
     start = time.time()
+    if not args.verbose:
+        filter_known_noise()
     if ensure_demo_data(args.data_root, datasets=('voc',)):
         print(f'[demo] generated the demo data in {args.data_root}', flush=True)
     ensure_calibration_images(args.calib_root)
