@@ -7,7 +7,8 @@ from torch.autograd.function import once_differentiable
 
 from calibseg.utils.validation import check_choice, check_non_negative, check_positive_float
 
-from .neighbourhood import BORDERS, check_kernel_size, label_neighbourhood
+from .fused import chunk_log_softmax, chunk_probs, no_autocast
+from .neighbourhood import BORDERS, LabelWindows, check_kernel_size, label_windows, neighbour_offsets, row_chunks
 from .svls import check_image_batch
 from .utils import (
     ClassWeight,
@@ -21,38 +22,69 @@ NACL_KERNELS = ('mean', 'gaussian')
 DISTANCES = ('l1', 'l2')
 
 
+def _block_proportions(windows: LabelWindows, images: slice, rows: slice, like: Tensor) -> Tensor:
+    """``tau`` of one block: ``k*k`` scatters of ``a_d = w_d v(x+d) / total`` into a zero block shaped ``like``."""
+    tau = torch.zeros_like(like, memory_format=torch.contiguous_format)
+    inv_total = windows.inv_total[images, :, rows]
+    scaled = {}
+    for index, present, weight in neighbour_offsets(windows, images, rows, like.shape[-1]):
+        if weight not in scaled:
+            scaled[weight] = inv_total * weight
+        tau.scatter_add_(1, index, present * scaled[weight])
+    return tau
+
+
 class _NACLTerms(torch.autograd.Function):
     """Per-pixel ``-log p_y`` and ``sum_k |tau_k - z_k|`` (or ``sum_k (tau_k - z_k)^2``), fused: two ``(N, H, W)``.
 
-    ``tau = counts / total``. The backward is written out, ``g_ce * (p - e_y) + g_pen * sign(z - tau)``
-    (``2 (z - tau)`` for ``l2``): one exponential and in-place updates instead of autograd's chain of full-size
-    temporaries (the plain autograd version was about 2x slower on CPU). First derivatives only.
+    Block by block (:func:`~calibseg.functional.losses.neighbourhood.row_chunks`): one log-softmax and the
+    block's proportions ``tau`` (``k*k`` scatters into a cache-sized zero block), keeping only the per-pixel
+    log-sum-exp; the backward pass rebuilds ``tau`` of each block and writes
+    ``g_ce (p - e_y) + g_pen sign(z - tau)`` (``2 (z - tau)`` for ``l2``) into the one full-size gradient. No
+    full-size ``tau`` or sign is stored: the previous version (full-size counts, log-probabilities and sign)
+    cost about 2x mmseg's cross-entropy on CPU at ``(8, 21, 512, 512)``. First derivatives only.
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, target: Tensor, counts: Tensor, total: Tensor, squared: bool):
-        log_probs = torch.log_softmax(logits, dim=1)
-        nll = -log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
-        safe = torch.where(total > 0, total, torch.ones_like(total))
-        gap = torch.addcmul(logits, counts, -1.0 / safe, out=counts)  # z - tau, in the counts' buffer
-        if squared:
-            penalty = (gap * gap).sum(dim=1)
-            ctx.save_for_backward(log_probs, target, gap)
-        else:
-            sign = torch.sign(gap)
-            penalty = gap.abs_().sum(dim=1)
-            ctx.save_for_backward(log_probs, target, sign)
-        ctx.squared = squared
-        return nll, penalty
+    def forward(ctx, logits: Tensor, target: Tensor, windows: LabelWindows, squared: bool):
+        batch, _, height, width = logits.shape
+        nll, penalty, lse = (logits.new_empty(batch, 1, height, width) for _ in range(3))
+        index = target.unsqueeze(1)
+        with no_autocast(logits):
+            for images, rows in row_chunks(logits):
+                block = (images, slice(None), rows)
+                zc = logits[block]
+                log_probs, _, lse[block] = chunk_log_softmax(zc)
+                torch.neg(log_probs.gather(1, index[block]), out=nll[block])
+                gap = torch.sub(zc, _block_proportions(windows, images, rows, zc), out=log_probs)
+                if squared:
+                    penalty[block] = gap.square_().sum(dim=1, keepdim=True)
+                else:
+                    penalty[block] = gap.abs_().sum(dim=1, keepdim=True)
+        ctx.windows, ctx.squared = windows, squared
+        ctx.save_for_backward(logits, target, lse)
+        return nll.squeeze(1), penalty.squeeze(1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_nll: Tensor, grad_penalty: Tensor):
-        log_probs, target, slope = ctx.saved_tensors
-        g = grad_nll.unsqueeze(1)
-        grad = torch.exp(log_probs).mul_(g).scatter_add_(1, target.unsqueeze(1), -g)
-        grad.addcmul_(slope, grad_penalty.unsqueeze(1), value=2.0 if ctx.squared else 1.0)
-        return grad, None, None, None, None
+        logits, target, lse = ctx.saved_tensors
+        windows = ctx.windows
+        index = target.unsqueeze(1)
+        g_nll, g_pen = grad_nll.unsqueeze(1), grad_penalty.unsqueeze(1)
+        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+        with no_autocast(logits):
+            for images, rows in row_chunks(logits):
+                block = (images, slice(None), rows)
+                zc, a, b = logits[block], g_nll[block], g_pen[block]
+                gc = chunk_probs(zc, lse[block], grad[block]).mul_(a)
+                gc.scatter_add_(1, index[block], -a)
+                gap = torch.sub(zc, _block_proportions(windows, images, rows, zc), out=torch.empty_like(gc))
+                if ctx.squared:
+                    gc.addcmul_(gap, b, value=2.0)
+                else:
+                    gc.addcmul_(gap.sign_(), b)
+        return grad, None, None, None
 
 
 def validate_nacl_args(*, alpha: float, kernel_size: int, kernel: str, sigma: float, distance: str,
@@ -120,10 +152,10 @@ def nacl_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.1, kernel_size
     pixels = prepare_pixels(logits, target, ignore_index=ignore_index, weight=weight)
     logits = pixels.logits.reshape(pixels.logits.shape[:2] + target.shape[1:])
     labels = pixels.target.reshape(target.shape)
-    hood = label_neighbourhood(labels, pixels.valid.reshape(target.shape), pixels.num_classes,
-                               kernel=options['kernel'], kernel_size=options['kernel_size'], sigma=options['sigma'],
-                               border=options['border'], dtype=logits.dtype)
-    nll, penalty = _NACLTerms.apply(logits, labels, hood.counts, hood.total, options['distance'] == 'l2')
+    windows = label_windows(labels, pixels.valid.reshape(target.shape), kernel=options['kernel'],
+                            kernel_size=options['kernel_size'], sigma=options['sigma'], border=options['border'],
+                            dtype=logits.dtype)
+    nll, penalty = _NACLTerms.apply(logits, labels, windows, options['distance'] == 'l2')
     nll, penalty = nll.reshape(pixels.valid.shape), penalty.reshape(pixels.valid.shape)
     weights = target_class_weight(class_weight, pixels)
     nll = nll if weights is None else nll * weights

@@ -17,22 +17,28 @@ For a pixel ``x`` with neighbour offsets ``d`` this gives the class proportions
 The centre weight is positive for every kernel here, so a valid centre pixel always has a positive
 denominator.
 
-Computation: the counts are the one-hot map (zeros at excluded pixels) filtered by the kernel, written
-as ``k*k`` scatters of one weighted value per pixel into a zero ``(N, C, H, W)`` map (the one-hot map
-itself is never built); the total is the same sum over the valid mask. Measured on CPU at
-``(8, 21, 512, 512)``, this is about 2x faster than gathering the ``k*k`` neighbours' log-probabilities
-per pixel and scattering their gradients back, and as fast as a separable filter of the one-hot map
-(which needs more full-size buffers). Only a Python loop over the ``k*k`` offsets, none over pixels.
+Computation: :func:`label_neighbourhood` builds the full ``(N, C, H, W)`` counts (the one-hot map, zeros at
+excluded pixels, filtered by the kernel, written as ``k*k`` scatters of one weighted value per pixel into a zero
+map). The losses never build it: :func:`label_windows` keeps the padded label map, the padded validity mask and
+``1 / total`` (all per pixel, ``1/C`` of the logits' size), and the losses visit the logits in cache-sized blocks
+of whole rows (:func:`row_chunks`, the same budget as :mod:`~calibseg.functional.losses.fused`) where
+:func:`neighbour_offsets` gives, for each of the ``k*k`` offsets, the neighbours' labels and weights
+``w_d v(x+d)`` of the block, which the losses gather from or scatter into the block's log-probabilities and
+gradient. Only a Python loop over blocks and the ``k*k`` offsets, none over pixels.
 
 This module imports no OpenMMLab package.
 """
-from typing import NamedTuple
+import math
+from typing import Iterator, List, NamedTuple, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from calibseg.utils.validation import check_choice, check_positive_float, check_positive_int
+
+from . import fused
+from .utils import on_device_path
 
 KERNELS = ('mean', 'gaussian', 'svls')
 BORDERS = ('renormalise', 'replicate')
@@ -60,18 +66,25 @@ def neighbourhood_kernel(kind: str, kernel_size: int, sigma: float = 1.0, *,
         >>> neighbourhood_kernel('svls', 3, 1.0)[1, 1].item()
         0.5
     """
+    return torch.tensor(kernel_weights(kind, kernel_size, sigma), dtype=torch.float64).to(dtype)
+
+
+def kernel_weights(kind: str, kernel_size: int, sigma: float = 1.0) -> List[List[float]]:
+    """The kernel of :func:`neighbourhood_kernel` as nested Python lists (computed without tensors, so that the
+    losses read nothing back from a device)."""
     check_choice('kernel', kind, KERNELS)
     kernel_size = check_kernel_size(kernel_size, minimum=3 if kind == 'svls' else 1)
     if kind == 'mean':
-        return torch.full((kernel_size, kernel_size), 1.0 / kernel_size ** 2, dtype=dtype)
+        return [[1.0 / kernel_size ** 2] * kernel_size for _ in range(kernel_size)]
     sigma = check_positive_float('sigma', sigma)
-    offsets = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
-    kernel = torch.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * sigma ** 2))
+    half = kernel_size // 2
+    kernel = [[math.exp(-(i * i + j * j) / (2 * sigma ** 2)) for j in range(-half, half + 1)]
+              for i in range(-half, half + 1)]
     if kind == 'svls':
-        centre = kernel_size // 2
-        kernel[centre, centre] = 0.0
-        kernel[centre, centre] = kernel.sum()
-    return (kernel / kernel.sum()).to(dtype)
+        kernel[half][half] = 0.0
+        kernel[half][half] = math.fsum(map(math.fsum, kernel))
+    total = math.fsum(map(math.fsum, kernel))
+    return [[value / total for value in row] for row in kernel]
 
 
 class Neighbourhood(NamedTuple):
@@ -118,7 +131,7 @@ def label_neighbourhood(target: Tensor, valid: Tensor, num_classes: int, *, kern
         [0.5, 0.5]
     """
     check_choice('border', border, BORDERS)
-    weights = neighbourhood_kernel(kernel, kernel_size, sigma).tolist()
+    weights = kernel_weights(kernel, kernel_size, sigma)
     pad = kernel_size // 2
     batch, height, width = target.shape
     index = torch.where(valid, target.long(), torch.zeros((), dtype=torch.long, device=target.device))
@@ -142,3 +155,93 @@ def label_neighbourhood(target: Tensor, valid: Tensor, num_classes: int, *, kern
             counts.scatter_add_(1, index[:, :, i:i + height, j:j + width], weighted)
             total.add_(weighted)
     return Neighbourhood(counts, total)
+
+
+class LabelWindows(NamedTuple):
+    """The padded label map of a batch, for visiting every pixel's ``k x k`` window block by block.
+
+    Attributes:
+        index: ``(N, 1, H + 2p, W + 2p)`` int64 labels (``p = k // 2``), 0 where excluded.
+        present: ``(N, 1, H + 2p, W + 2p)`` ``v``: 1 at valid in-image (or replicated) labels, else 0.
+        weights: the ``k x k`` kernel ``w`` as nested Python lists.
+        inv_total: ``(N, 1, H, W)`` ``1 / sum_d w_d v(x+d)``, 0 where no neighbour is valid.
+    """
+
+    index: Tensor
+    present: Tensor
+    weights: List[List[float]]
+    inv_total: Tensor
+
+    @property
+    def kernel_size(self) -> int:
+        return len(self.weights)
+
+
+def label_windows(target: Tensor, valid: Tensor, *, kernel: str, kernel_size: int, sigma: float = 1.0,
+                  border: str = 'renormalise', dtype: torch.dtype = torch.float32) -> LabelWindows:
+    """The padded labels, validity and ``1 / total`` of :class:`LabelWindows` (rules of the module docstring).
+
+    Args:
+        target: ``(N, H, W)`` integer labels (any value at invalid pixels).
+        valid: ``(N, H, W)`` bool mask of the non-ignored pixels.
+        kernel, kernel_size, sigma: see :func:`neighbourhood_kernel`.
+        border: ``'renormalise'`` or ``'replicate'``.
+        dtype: floating dtype of ``present`` and ``inv_total``.
+
+    Example:
+        >>> windows = label_windows(torch.tensor([[[0, 1]]]), torch.tensor([[[True, True]]]), kernel='mean',
+        ...                         kernel_size=3)
+        >>> windows.index.shape, windows.inv_total.flatten().tolist()  # each pixel has 2 in-image neighbours
+        (torch.Size([1, 1, 3, 4]), [4.5, 4.5])
+    """
+    check_choice('border', border, BORDERS)
+    weights = kernel_weights(kernel, kernel_size, sigma)
+    pad = kernel_size // 2
+    _, height, width = target.shape
+    index = torch.where(valid, target.long(), torch.zeros((), dtype=torch.long, device=target.device))
+    present = valid.to(dtype)
+    if border == 'replicate' and target.numel():
+        rows = torch.arange(-pad, height + pad, device=target.device).clamp_(0, height - 1)
+        cols = torch.arange(-pad, width + pad, device=target.device).clamp_(0, width - 1)
+        index = index[:, rows[:, None], cols[None, :]]
+        present = present[:, rows[:, None], cols[None, :]]
+    else:
+        index = F.pad(index, (pad,) * 4)
+        present = F.pad(present, (pad,) * 4)
+    index, present = index.unsqueeze(1), present.unsqueeze(1)
+    total = present.new_zeros(target.shape[0], 1, height, width)
+    for i in range(kernel_size):
+        for j in range(kernel_size):
+            total.add_(present[:, :, i:i + height, j:j + width], alpha=weights[i][j])
+    inv_total = torch.where(total > 0, total.reciprocal(), torch.zeros((), dtype=dtype, device=total.device))
+    return LabelWindows(index, present, weights, inv_total)
+
+
+def row_chunks(logits: Tensor) -> Iterator[Tuple[slice, slice]]:
+    """``(images, rows)`` slices covering ``(N, C, H, W)`` logits: blocks of whole rows of about
+    :data:`~calibseg.functional.losses.fused.CHUNK_ELEMENTS` logits (several whole small images, or runs of rows of
+    one image) on CPU, everything at once on the device path."""
+    batch, num_classes, height, width = logits.shape
+    if on_device_path(logits):
+        yield slice(None), slice(0, height)
+        return
+    per_image = max(num_classes * height * width, 1)
+    if per_image <= fused.CHUNK_ELEMENTS:
+        images = fused.CHUNK_ELEMENTS // per_image
+        for first in range(0, batch, images):
+            yield slice(first, min(first + images, batch)), slice(0, height)
+        return
+    step = max(1, fused.CHUNK_ELEMENTS // max(num_classes * width, 1))
+    for image in range(batch):
+        for start in range(0, height, step):
+            yield slice(image, image + 1), slice(start, min(start + step, height))
+
+
+def neighbour_offsets(windows: LabelWindows, images: slice, rows: slice,
+                      width: int) -> Iterator[Tuple[Tensor, Tensor, float]]:
+    """For each of the ``k*k`` offsets ``d``: the ``(n, 1, R, W)`` labels ``y(x+d)`` and validity ``v(x+d)`` of
+    the block ``(images, rows)``, and the kernel weight ``w_d`` (views, no copies)."""
+    for i, line in enumerate(windows.weights):
+        for j, weight in enumerate(line):
+            window = (images, slice(None), slice(rows.start + i, rows.stop + i), slice(j, j + width))
+            yield windows.index[window], windows.present[window], weight

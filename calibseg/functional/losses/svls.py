@@ -7,7 +7,8 @@ from torch.autograd.function import once_differentiable
 
 from calibseg.utils.validation import check_choice, check_positive_float
 
-from .neighbourhood import BORDERS, check_kernel_size, label_neighbourhood
+from .fused import chunk_log_softmax, chunk_probs, no_autocast
+from .neighbourhood import BORDERS, LabelWindows, check_kernel_size, label_windows, neighbour_offsets, row_chunks
 from .utils import (
     ClassWeight,
     check_reduction,
@@ -18,27 +19,55 @@ from .utils import (
 
 
 class _NeighbourhoodCrossEntropy(torch.autograd.Function):
-    """Per-pixel ``-sum_c tau_c log p_c`` with ``tau = counts / total``, fused: ``(N, H, W)``.
+    r"""Per-pixel ``-sum_c tau_c log p_c`` with ``tau_c = sum_d a_d [y(x+d) = c]``, fused: ``(N, H, W)``.
 
-    The backward is written out, ``g * (s p - tau)`` (``s`` = 1 where ``tau`` sums to 1, 0 where no neighbour is
-    valid): one exponential of the saved log-probabilities and two in-place updates, instead of autograd's chain
-    of full-size temporaries through the product and log-softmax's backward. First derivatives only.
+    ``a_d = w_d v(x+d) / total`` (:class:`~calibseg.functional.losses.neighbourhood.LabelWindows`). Block by block
+    (:func:`~calibseg.functional.losses.neighbourhood.row_chunks`), the forward pass computes one log-softmax and
+    gathers the ``k*k`` neighbours' log-probabilities, ``-sum_d a_d \log p_{y(x+d)}``, keeping only the per-pixel
+    log-sum-exp; the backward pass writes ``g (s p - tau)`` (``s`` = 1 where a neighbour is valid, else 0) into the
+    one full-size gradient as ``g s p`` plus ``k*k`` scatters of ``-g a_d``. Neither builds ``tau`` nor any other
+    full-size tensor: the previous version (the ``(N, C, H, W)`` counts, a full log-softmax saved for the
+    backward) cost about 1.8x mmseg's cross-entropy on CPU at ``(8, 21, 512, 512)``. First derivatives only.
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, counts: Tensor, total: Tensor) -> Tensor:
-        log_probs = torch.log_softmax(logits, dim=1)
-        safe = torch.where(total > 0, total, torch.ones_like(total))
-        ctx.save_for_backward(log_probs, counts, total, safe)
-        return -(counts * log_probs).sum(dim=1) / safe.squeeze(1)
+    def forward(ctx, logits: Tensor, windows: LabelWindows) -> Tensor:
+        batch, _, height, width = logits.shape
+        loss, lse = (logits.new_empty(batch, 1, height, width) for _ in range(2))
+        with no_autocast(logits):
+            for images, rows in row_chunks(logits):
+                block = (images, slice(None), rows)
+                log_probs, _, lse[block] = chunk_log_softmax(logits[block])
+                acc = torch.zeros_like(lse[block])
+                for index, present, weight in neighbour_offsets(windows, images, rows, width):
+                    acc.addcmul_(present, log_probs.gather(1, index), value=-weight)
+                torch.mul(acc, windows.inv_total[block], out=loss[block])
+        ctx.windows = windows
+        ctx.save_for_backward(logits, lse)
+        return loss.squeeze(1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        log_probs, counts, total, safe = ctx.saved_tensors
+        logits, lse = ctx.saved_tensors
+        windows = ctx.windows
+        width = logits.shape[-1]
         g = grad.unsqueeze(1)
-        grad_logits = torch.exp(log_probs).mul_(g * (total > 0))
-        return grad_logits.addcmul_(counts, -g / safe), None, None
+        grad_logits = torch.empty_like(logits, memory_format=torch.contiguous_format)
+        with no_autocast(logits):
+            for images, rows in row_chunks(logits):
+                block = (images, slice(None), rows)
+                inv_total = windows.inv_total[block]
+                g_c = g[block]
+                gc = chunk_probs(logits[block], lse[block], grad_logits[block])
+                gc.mul_(torch.where(inv_total > 0, g_c, torch.zeros((), dtype=g_c.dtype, device=g_c.device)))
+                coef = -g_c * inv_total
+                scaled = {}
+                for index, present, weight in neighbour_offsets(windows, images, rows, width):
+                    if weight not in scaled:
+                        scaled[weight] = coef * weight
+                    gc.scatter_add_(1, index, present * scaled[weight])
+        return grad_logits, None
 
 
 def validate_svls_args(*, kernel_size: int, sigma: float, border: str) -> Dict[str, object]:
@@ -71,9 +100,8 @@ def svls_loss(logits: Tensor, target: Tensor, *, kernel_size: int = 3, sigma: fl
     ``sigma=1`` from the paper. The public code replicates the label map at image borders
     (``border='replicate'``); the default ``'renormalise'`` only uses labels inside the image.
 
-    The smoothed target comes from a separable filter of the one-hot map
-    (:func:`~calibseg.functional.losses.neighbourhood.label_neighbourhood`); the backward is fused (first
-    derivatives only).
+    The smoothed target is never built: the loss gathers the neighbours' log-probabilities block by block and the
+    hand-written backward scatters ``-tau`` into ``p`` (first derivatives only).
 
     Args:
         logits: ``(N, C, H, W)`` logits. fp16/bf16 are computed in float32.
@@ -105,10 +133,10 @@ def svls_loss(logits: Tensor, target: Tensor, *, kernel_size: int = 3, sigma: fl
     check_image_batch(logits)
     pixels = prepare_pixels(logits, target, ignore_index=ignore_index, weight=weight)
     logits = pixels.logits.reshape(pixels.logits.shape[:2] + target.shape[1:])
-    hood = label_neighbourhood(pixels.target.reshape(target.shape), pixels.valid.reshape(target.shape),
-                               pixels.num_classes, kernel='svls', kernel_size=options['kernel_size'],
-                               sigma=options['sigma'], border=options['border'], dtype=logits.dtype)
-    loss = _NeighbourhoodCrossEntropy.apply(logits, hood.counts, hood.total).reshape(pixels.valid.shape)
+    windows = label_windows(pixels.target.reshape(target.shape), pixels.valid.reshape(target.shape),
+                            kernel='svls', kernel_size=options['kernel_size'], sigma=options['sigma'],
+                            border=options['border'], dtype=logits.dtype)
+    loss = _NeighbourhoodCrossEntropy.apply(logits, windows).reshape(pixels.valid.shape)
     weights = target_class_weight(class_weight, pixels)
     if weights is not None:
         loss = loss * weights

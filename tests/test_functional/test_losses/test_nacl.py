@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from calibseg.functional.losses import nacl_loss
+from calibseg.functional.losses import fused, nacl_loss
+from calibseg.functional.losses import utils as loss_utils
 
 IGNORE = 255
 
@@ -117,6 +118,53 @@ def test_gradients(make_batch):
     nacl_loss(leaf, target).backward()
     assert torch.equal(leaf.grad.movedim(1, -1)[target == IGNORE],
                        torch.zeros(int((target == IGNORE).sum()), 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize('chunk', [1000, 168, 50, 7], ids=['two-images', 'one-image', 'runs-of-2-rows', 'rows'])
+def test_row_blocks_match_reference(make_batch, monkeypatch, chunk):
+    # The loss visits the logits in blocks of whole rows (CPU) and rebuilds tau per block in the backward pass;
+    # each block's windows reach into its neighbours' rows. 2 images of 4 x 7 x 6 logits (168 each).
+    monkeypatch.setattr(fused, 'CHUNK_ELEMENTS', chunk)
+    logits, target = patchy_batch(make_batch, dtype=torch.float64)
+    for options in (dict(border='renormalise'), dict(border='replicate', size=5, kernel='gaussian', distance='l2')):
+        options = dict(options)
+        size = options.pop('size', 3)
+        loss = nacl_loss(logits, target, alpha=0.5, kernel_size=size, reduction='none', **options)
+        expected = reference_nacl(logits, target, alpha=0.5, size=size, **options)
+        np.testing.assert_allclose(loss.numpy(), np.nan_to_num(expected), rtol=1e-10, atol=1e-12)
+
+
+def test_row_blocks_gradcheck(make_batch, monkeypatch):
+    # 2 images of 4 x 5 x 4 logits in blocks of 2 rows: the hand-written backward across block boundaries.
+    monkeypatch.setattr(fused, 'CHUNK_ELEMENTS', 32)
+    logits, target = patchy_batch(make_batch, h=5, w=4, dtype=torch.float64)
+    for options in (dict(), dict(distance='l2', kernel='gaussian', border='replicate')):
+        leaf = logits.clone().requires_grad_()
+        assert torch.autograd.gradcheck(lambda z, options=options: nacl_loss(z, target, alpha=0.5, **options),
+                                        (leaf,))
+
+
+@pytest.mark.parametrize('options', [dict(), dict(border='replicate', kernel='gaussian', distance='l2')])
+def test_device_path_reads_nothing_back(make_batch, monkeypatch, options):
+    # The accelerator's path (forced on CPU: the whole batch as one block) gives the same values and gradients
+    # as the CPU's row blocks and reads no value back to the host (every such Tensor method raises).
+    logits, target = patchy_batch(make_batch, dtype=torch.float64)
+    cpu = logits.clone().requires_grad_()
+    nacl_loss(cpu, target, **options).backward()
+    monkeypatch.setattr(fused, 'CHUNK_ELEMENTS', 7)  # ignored on the device path
+    monkeypatch.setattr(loss_utils, '_FORCE_DEVICE_PATH', True)
+
+    def no_readback(*args, **kwargs):
+        raise AssertionError('value read back to the host')
+
+    leaf = logits.clone().requires_grad_()
+    with monkeypatch.context() as patch:
+        for method in ('item', 'tolist', 'nonzero', 'cpu', 'numpy', '__bool__', '__int__', '__float__'):
+            patch.setattr(torch.Tensor, method, no_readback)
+        loss = nacl_loss(leaf, target, **options)
+        loss.backward()
+    torch.testing.assert_close(loss, nacl_loss(logits, target, **options))
+    torch.testing.assert_close(leaf.grad, cpu.grad)
 
 
 def test_common_behaviour(check_common):

@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from calibseg.functional.losses.neighbourhood import label_neighbourhood, neighbourhood_kernel
+from calibseg.functional.losses import fused
+from calibseg.functional.losses.neighbourhood import (
+    label_neighbourhood,
+    label_windows,
+    neighbour_offsets,
+    neighbourhood_kernel,
+    row_chunks,
+)
 
 
 def test_kernels_by_hand():
@@ -77,3 +84,39 @@ def test_bad_border():
     target = torch.zeros(1, 2, 2, dtype=torch.long)
     with pytest.raises(ValueError, match='border'):
         label_neighbourhood(target, target == 0, 1, kernel='mean', kernel_size=3, border='zeros')
+
+
+@pytest.mark.parametrize('kernel, size, sigma', [('mean', 3, 1.0), ('gaussian', 5, 0.8), ('svls', 3, 1.0),
+                                                 ('mean', 1, 1.0)])
+@pytest.mark.parametrize('border', ['renormalise', 'replicate'])
+def test_windows_rebuild_the_counts(kernel, size, sigma, border):
+    # The losses' block-wise view (padded labels, validity, 1 / total, offsets) gives the same counts as the
+    # direct scatter of label_neighbourhood (checked above against explicit loops), block by block.
+    gen = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 4, (2, 5, 6), generator=gen)
+    valid = torch.rand(2, 5, 6, generator=gen) > 0.3
+    valid[1] = False  # an all-ignored image: 1 / total is 0, not inf
+    hood = label_neighbourhood(target, valid, 4, kernel=kernel, kernel_size=size, sigma=sigma, border=border,
+                               dtype=torch.float64)
+    windows = label_windows(target, valid, kernel=kernel, kernel_size=size, sigma=sigma, border=border,
+                            dtype=torch.float64)
+    expected_inv = torch.where(hood.total > 0, 1 / hood.safe_total(), torch.zeros((), dtype=torch.float64))
+    torch.testing.assert_close(windows.inv_total, expected_inv)
+    counts = torch.zeros(2, 4, 5, 6, dtype=torch.float64)
+    for images, rows in [(slice(0, 1), slice(0, 2)), (slice(0, 1), slice(2, 5)), (slice(1, 2), slice(0, 5))]:
+        block = counts[images, :, rows]
+        for index, present, weight in neighbour_offsets(windows, images, rows, 6):
+            block.scatter_add_(1, index, present * weight)
+    torch.testing.assert_close(counts, hood.counts)
+
+
+@pytest.mark.parametrize('chunk', [10 ** 6, 4 * 5 * 6, 50, 1])
+def test_row_chunks_cover_every_row_once(monkeypatch, chunk):
+    monkeypatch.setattr(fused, 'CHUNK_ELEMENTS', chunk)
+    logits = torch.zeros(3, 4, 5, 6)
+    seen = torch.zeros(3, 5, dtype=torch.long)
+    for images, rows in row_chunks(logits):
+        assert rows.start < rows.stop
+        seen[images, rows] += 1
+    assert torch.equal(seen, torch.ones_like(seen))
+    assert len(list(row_chunks(torch.zeros(0, 4, 5, 6)))) == 0
