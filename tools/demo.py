@@ -35,7 +35,7 @@ from calibseg.apis.experiment import (
 
 DEFAULT_CONFIGS = (
     'configs/baseline/fcn_r18-d16_ce_1xb8-600it_demo-voc12aug-96x96.py',
-    'configs/mbls/fcn_r18-d16_mbls_1xb8-600it_demo-voc12aug-96x96.py',
+    'configs/label_smoothing/fcn_r18-d16_ls_1xb8-600it_demo-voc12aug-96x96.py',
 )
 # the table's rows: calibseg's defaults with UE_15 beside OE_15 and the fitted temperature
 _UE = ('UE_15', 'UE_15 (%)', '{:.2f}')

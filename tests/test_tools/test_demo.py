@@ -23,7 +23,7 @@ def test_demo_trains_both_models_quietly_and_writes_the_table(tiny_voc, tmp_path
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     table = (tmp_path / 'demo' / 'results.md').read_text()
-    assert '| metric | ce | ce + TS | mbls |' in table
+    assert '| metric | ce | ce + TS | ls |' in table
     for row in ('mIoU (%)', 'ECE_15 (%)', 'cwCE_15 (%)', 'OE_15 (%)', 'UE_15 (%)', 'NLL'):
         assert f'| {row} |' in table
     assert re.search(r'\| temperature T \(TS\) \| - \| \d+\.\d{3} \| - \|', table), table
