@@ -8,7 +8,7 @@ from torch.autograd.function import once_differentiable
 from calibseg.utils.validation import check_choice, check_non_negative, check_positive_float
 
 from .fused import chunk_log_softmax, chunk_probs, no_autocast
-from .neighbourhood import BORDERS, LabelWindows, check_kernel_size, label_windows, neighbour_offsets, row_chunks
+from .neighbourhood import BORDERS, LabelWindows, block_windows, check_kernel_size, label_windows, row_chunks
 from .svls import check_image_batch
 from .utils import (
     ClassWeight,
@@ -23,15 +23,9 @@ DISTANCES = ('l1', 'l2')
 
 
 def _block_proportions(windows: LabelWindows, images: slice, rows: slice, like: Tensor) -> Tensor:
-    """``tau`` of one block: ``k*k`` scatters of ``a_d = w_d v(x+d) / total`` into a zero block shaped ``like``."""
-    tau = torch.zeros_like(like, memory_format=torch.contiguous_format)
-    inv_total = windows.inv_total[images, :, rows]
-    scaled = {}
-    for index, present, weight in neighbour_offsets(windows, images, rows, like.shape[-1]):
-        if weight not in scaled:
-            scaled[weight] = inv_total * weight
-        tau.scatter_add_(1, index, present * scaled[weight])
-    return tau
+    """``tau`` of one block: the ``k*k`` neighbours' weights ``a_d`` scattered into a zero block shaped ``like``."""
+    index, share = block_windows(windows, images, rows)
+    return torch.zeros_like(like, memory_format=torch.contiguous_format).scatter_add_(1, index, share)
 
 
 class _NACLTerms(torch.autograd.Function):
@@ -39,10 +33,11 @@ class _NACLTerms(torch.autograd.Function):
 
     Block by block (:func:`~calibseg.functional.losses.neighbourhood.row_chunks`): one log-softmax and the
     block's proportions ``tau`` (``k*k`` scatters into a cache-sized zero block), keeping only the per-pixel
-    log-sum-exp; the backward pass rebuilds ``tau`` of each block and writes
-    ``g_ce (p - e_y) + g_pen sign(z - tau)`` (``2 (z - tau)`` for ``l2``) into the one full-size gradient. No
-    full-size ``tau`` or sign is stored: the previous version (full-size counts, log-probabilities and sign)
-    cost about 2x mmseg's cross-entropy on CPU at ``(8, 21, 512, 512)``. First derivatives only.
+    log-sum-exp and, for ``l1``, the sign of ``z - tau`` as int8 (a quarter of the logits' bytes: rebuilding
+    ``tau`` costs more than reading it back); the backward pass writes ``g_ce (p - e_y) + g_pen sign(z - tau)``
+    into the one full-size gradient (for ``l2`` it rebuilds ``tau`` of each block and adds ``2 g_pen (z - tau)``).
+    No full-size float ``tau``, log-probabilities or sign are stored: the previous version (all three) cost about
+    2x mmseg's cross-entropy on CPU at ``(8, 21, 512, 512)``. First derivatives only.
     """
 
     @staticmethod
@@ -50,6 +45,7 @@ class _NACLTerms(torch.autograd.Function):
         batch, _, height, width = logits.shape
         nll, penalty, lse = (logits.new_empty(batch, 1, height, width) for _ in range(3))
         index = target.unsqueeze(1)
+        sign = None if squared else torch.empty(logits.shape, dtype=torch.int8, device=logits.device)
         with no_autocast(logits):
             for images, rows in row_chunks(logits):
                 block = (images, slice(None), rows)
@@ -60,15 +56,17 @@ class _NACLTerms(torch.autograd.Function):
                 if squared:
                     penalty[block] = gap.square_().sum(dim=1, keepdim=True)
                 else:
-                    penalty[block] = gap.abs_().sum(dim=1, keepdim=True)
+                    slope = torch.sign(gap)
+                    sign[block] = slope
+                    penalty[block] = gap.mul_(slope).sum(dim=1, keepdim=True)
         ctx.windows, ctx.squared = windows, squared
-        ctx.save_for_backward(logits, target, lse)
+        ctx.save_for_backward(logits, target, lse, sign)
         return nll.squeeze(1), penalty.squeeze(1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_nll: Tensor, grad_penalty: Tensor):
-        logits, target, lse = ctx.saved_tensors
+        logits, target, lse, sign = ctx.saved_tensors
         windows = ctx.windows
         index = target.unsqueeze(1)
         g_nll, g_pen = grad_nll.unsqueeze(1), grad_penalty.unsqueeze(1)
@@ -79,11 +77,11 @@ class _NACLTerms(torch.autograd.Function):
                 zc, a, b = logits[block], g_nll[block], g_pen[block]
                 gc = chunk_probs(zc, lse[block], grad[block]).mul_(a)
                 gc.scatter_add_(1, index[block], -a)
-                gap = torch.sub(zc, _block_proportions(windows, images, rows, zc), out=torch.empty_like(gc))
                 if ctx.squared:
-                    gc.addcmul_(gap, b, value=2.0)
+                    tau = _block_proportions(windows, images, rows, zc)
+                    gc.addcmul_(torch.sub(zc, tau, out=tau), b, value=2.0)
                 else:
-                    gc.addcmul_(gap.sign_(), b)
+                    gc.addcmul_(sign[block], b)
         return grad, None, None, None
 
 

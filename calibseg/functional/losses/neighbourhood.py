@@ -22,9 +22,9 @@ excluded pixels, filtered by the kernel, written as ``k*k`` scatters of one weig
 map). The losses never build it: :func:`label_windows` keeps the padded label map, the padded validity mask and
 ``1 / total`` (all per pixel, ``1/C`` of the logits' size), and the losses visit the logits in cache-sized blocks
 of whole rows (:func:`row_chunks`, the same budget as :mod:`~calibseg.functional.losses.fused`) where
-:func:`neighbour_offsets` gives, for each of the ``k*k`` offsets, the neighbours' labels and weights
-``w_d v(x+d)`` of the block, which the losses gather from or scatter into the block's log-probabilities and
-gradient. Only a Python loop over blocks and the ``k*k`` offsets, none over pixels.
+:func:`block_windows` gives, for the ``k*k`` offsets at once, the neighbours' labels and normalised weights
+``a_d = w_d v(x+d) / total`` of the block, which the losses gather from or scatter into the block's
+log-probabilities and gradient in one call each. Only a Python loop over blocks, none over pixels.
 
 This module imports no OpenMMLab package.
 """
@@ -163,18 +163,18 @@ class LabelWindows(NamedTuple):
     Attributes:
         index: ``(N, 1, H + 2p, W + 2p)`` int64 labels (``p = k // 2``), 0 where excluded.
         present: ``(N, 1, H + 2p, W + 2p)`` ``v``: 1 at valid in-image (or replicated) labels, else 0.
-        weights: the ``k x k`` kernel ``w`` as nested Python lists.
+        kernel: the ``k x k`` kernel ``w`` flattened to ``(k*k,)`` (row-major offsets).
         inv_total: ``(N, 1, H, W)`` ``1 / sum_d w_d v(x+d)``, 0 where no neighbour is valid.
     """
 
     index: Tensor
     present: Tensor
-    weights: List[List[float]]
+    kernel: Tensor
     inv_total: Tensor
 
     @property
     def kernel_size(self) -> int:
-        return len(self.weights)
+        return math.isqrt(self.kernel.numel())
 
 
 def label_windows(target: Tensor, valid: Tensor, *, kernel: str, kernel_size: int, sigma: float = 1.0,
@@ -214,7 +214,8 @@ def label_windows(target: Tensor, valid: Tensor, *, kernel: str, kernel_size: in
         for j in range(kernel_size):
             total.add_(present[:, :, i:i + height, j:j + width], alpha=weights[i][j])
     inv_total = torch.where(total > 0, total.reciprocal(), torch.zeros((), dtype=dtype, device=total.device))
-    return LabelWindows(index, present, weights, inv_total)
+    kernel = torch.tensor([value for row in weights for value in row], dtype=dtype, device=target.device)
+    return LabelWindows(index, present, kernel, inv_total)
 
 
 def row_chunks(logits: Tensor) -> Iterator[Tuple[slice, slice]]:
@@ -237,11 +238,22 @@ def row_chunks(logits: Tensor) -> Iterator[Tuple[slice, slice]]:
             yield slice(image, image + 1), slice(start, min(start + step, height))
 
 
-def neighbour_offsets(windows: LabelWindows, images: slice, rows: slice,
-                      width: int) -> Iterator[Tuple[Tensor, Tensor, float]]:
-    """For each of the ``k*k`` offsets ``d``: the ``(n, 1, R, W)`` labels ``y(x+d)`` and validity ``v(x+d)`` of
-    the block ``(images, rows)``, and the kernel weight ``w_d`` (views, no copies)."""
-    for i, line in enumerate(windows.weights):
-        for j, weight in enumerate(line):
-            window = (images, slice(None), slice(rows.start + i, rows.stop + i), slice(j, j + width))
-            yield windows.index[window], windows.present[window], weight
+def block_windows(windows: LabelWindows, images: slice, rows: slice) -> Tuple[Tensor, Tensor]:
+    """The ``k*k`` neighbours of every pixel of the block ``(images, rows)``: ``(n, k*k, R, W)`` labels
+    ``y(x+d)`` (int64) and normalised weights ``a_d(x) = w_d v(x+d) / total(x)`` (0 where no neighbour is valid).
+
+    Two unfolds of the block's padded band of rows (views) and one copy of each; the losses gather from or
+    scatter into the block's ``C`` classes with them in one call.
+    """
+    size = windows.kernel_size
+    height = windows.inv_total.shape[2]
+    rows = slice(*rows.indices(height))
+    inv_total = windows.inv_total[images, :, rows]
+    count, _, block_rows, width = inv_total.shape
+    band = (images, 0, slice(rows.start, rows.stop + size - 1))
+    shape = (count, size * size, block_rows, width)
+    index = windows.index[band].unfold(1, block_rows, 1).unfold(2, width, 1).reshape(shape)
+    present = windows.present[band].unfold(1, block_rows, 1).unfold(2, width, 1)
+    share = present.new_empty(shape)  # written once by the product (no separate copy of the unfolded view)
+    torch.mul(present, windows.kernel.view(1, size, size, 1, 1), out=share.view(present.shape))
+    return index, share.mul_(inv_total)

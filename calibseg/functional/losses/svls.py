@@ -8,7 +8,7 @@ from torch.autograd.function import once_differentiable
 from calibseg.utils.validation import check_choice, check_positive_float
 
 from .fused import chunk_log_softmax, chunk_probs, no_autocast
-from .neighbourhood import BORDERS, LabelWindows, check_kernel_size, label_windows, neighbour_offsets, row_chunks
+from .neighbourhood import BORDERS, LabelWindows, block_windows, check_kernel_size, label_windows, row_chunks
 from .utils import (
     ClassWeight,
     check_reduction,
@@ -38,10 +38,8 @@ class _NeighbourhoodCrossEntropy(torch.autograd.Function):
             for images, rows in row_chunks(logits):
                 block = (images, slice(None), rows)
                 log_probs, _, lse[block] = chunk_log_softmax(logits[block])
-                acc = torch.zeros_like(lse[block])
-                for index, present, weight in neighbour_offsets(windows, images, rows, width):
-                    acc.addcmul_(present, log_probs.gather(1, index), value=-weight)
-                torch.mul(acc, windows.inv_total[block], out=loss[block])
+                index, share = block_windows(windows, images, rows)
+                torch.sum(share.mul_(log_probs.gather(1, index)), dim=1, keepdim=True, out=loss[block]).neg_()
         ctx.windows = windows
         ctx.save_for_backward(logits, lse)
         return loss.squeeze(1)
@@ -51,22 +49,17 @@ class _NeighbourhoodCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         logits, lse = ctx.saved_tensors
         windows = ctx.windows
-        width = logits.shape[-1]
         g = grad.unsqueeze(1)
         grad_logits = torch.empty_like(logits, memory_format=torch.contiguous_format)
         with no_autocast(logits):
             for images, rows in row_chunks(logits):
                 block = (images, slice(None), rows)
-                inv_total = windows.inv_total[block]
                 g_c = g[block]
                 gc = chunk_probs(logits[block], lse[block], grad_logits[block])
-                gc.mul_(torch.where(inv_total > 0, g_c, torch.zeros((), dtype=g_c.dtype, device=g_c.device)))
-                coef = -g_c * inv_total
-                scaled = {}
-                for index, present, weight in neighbour_offsets(windows, images, rows, width):
-                    if weight not in scaled:
-                        scaled[weight] = coef * weight
-                    gc.scatter_add_(1, index, present * scaled[weight])
+                has_neighbours = windows.inv_total[block] > 0
+                gc.mul_(torch.where(has_neighbours, g_c, torch.zeros((), dtype=g_c.dtype, device=g_c.device)))
+                index, share = block_windows(windows, images, rows)
+                gc.scatter_add_(1, index, share.mul_(-g_c))
         return grad_logits, None
 
 

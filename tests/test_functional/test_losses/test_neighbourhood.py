@@ -5,9 +5,9 @@ import torch
 
 from calibseg.functional.losses import fused
 from calibseg.functional.losses.neighbourhood import (
+    block_windows,
     label_neighbourhood,
     label_windows,
-    neighbour_offsets,
     neighbourhood_kernel,
     row_chunks,
 )
@@ -90,8 +90,8 @@ def test_bad_border():
                                                  ('mean', 1, 1.0)])
 @pytest.mark.parametrize('border', ['renormalise', 'replicate'])
 def test_windows_rebuild_the_counts(kernel, size, sigma, border):
-    # The losses' block-wise view (padded labels, validity, 1 / total, offsets) gives the same counts as the
-    # direct scatter of label_neighbourhood (checked above against explicit loops), block by block.
+    # The losses' block-wise view (padded labels, validity, 1 / total, all offsets at once) gives the same
+    # proportions as label_neighbourhood (checked above against explicit loops), block by block.
     gen = torch.Generator().manual_seed(1)
     target = torch.randint(0, 4, (2, 5, 6), generator=gen)
     valid = torch.rand(2, 5, 6, generator=gen) > 0.3
@@ -102,12 +102,12 @@ def test_windows_rebuild_the_counts(kernel, size, sigma, border):
                             dtype=torch.float64)
     expected_inv = torch.where(hood.total > 0, 1 / hood.safe_total(), torch.zeros((), dtype=torch.float64))
     torch.testing.assert_close(windows.inv_total, expected_inv)
-    counts = torch.zeros(2, 4, 5, 6, dtype=torch.float64)
+    tau = torch.zeros(2, 4, 5, 6, dtype=torch.float64)
     for images, rows in [(slice(0, 1), slice(0, 2)), (slice(0, 1), slice(2, 5)), (slice(1, 2), slice(0, 5))]:
-        block = counts[images, :, rows]
-        for index, present, weight in neighbour_offsets(windows, images, rows, 6):
-            block.scatter_add_(1, index, present * weight)
-    torch.testing.assert_close(counts, hood.counts)
+        index, share = block_windows(windows, images, rows)
+        assert index.shape == share.shape == (1, size * size, rows.stop - rows.start, 6)
+        tau[images, :, rows].scatter_add_(1, index, share)
+    torch.testing.assert_close(tau, hood.proportions())
 
 
 @pytest.mark.parametrize('chunk', [10 ** 6, 4 * 5 * 6, 50, 1])
