@@ -214,7 +214,13 @@ def label_windows(target: Tensor, valid: Tensor, *, kernel: str, kernel_size: in
         for j in range(kernel_size):
             total.add_(present[:, :, i:i + height, j:j + width], alpha=weights[i][j])
     inv_total = torch.where(total > 0, total.reciprocal(), torch.zeros((), dtype=dtype, device=total.device))
-    kernel = torch.tensor([value for row in weights for value in row], dtype=dtype, device=target.device)
+    flat = [value for row in weights for value in row]
+    if on_device_path(target):  # one fill per weight: a blocking host-to-device copy would synchronise
+        kernel = torch.empty(len(flat), dtype=dtype, device=target.device)
+        for position, value in enumerate(flat):
+            kernel[position] = value
+    else:
+        kernel = torch.tensor(flat, dtype=dtype)
     return LabelWindows(index, present, kernel, inv_total)
 
 
