@@ -16,15 +16,14 @@ READBACKS = ('item', 'tolist', 'nonzero', 'cpu', 'numpy', '__bool__', '__int__',
 LOSSES = [
     (L.softmax_focal_loss, {}), (L.softmax_focal_loss, dict(gamma=torch.full((2, 1, 1), 2.0))),
     (L.adaptive_focal_loss, {}), (L.label_smoothing_loss, {}), (L.mbls_loss, {}), (L.mdca_loss, {}),
-    (L.acls_loss, dict(margin=2.0)),
+    (L.acls_loss, dict(margin=2.0)), (L.svls_loss, {}), (L.nacl_loss, {}), (L.nacl_loss, dict(distance='l2')),
 ]
-# the spatial losses read their small kernel's weights from a CPU tensor built per call (.tolist() without a
-# device sync): they only take the CUDA test, where sync_debug_mode sees real synchronisations only
-CUDA_LOSSES = LOSSES + [(L.svls_loss, {}), (L.nacl_loss, {})]
+CUDA_LOSSES = LOSSES
 
 
 def _ids(cases):
-    return [f'{fn.__name__}{"-tensor-gamma" if "gamma" in opts else ""}' for fn, opts in cases]
+    return [f'{fn.__name__}{"-tensor-gamma" if "gamma" in opts else ""}{"-l2" if "distance" in opts else ""}'
+            for fn, opts in cases]
 
 
 IDS = _ids(LOSSES)
