@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Uni
 import torch
 from torch import Tensor
 
-from ..utils.validation import check_int, check_labels, check_positive_int
+from ..utils.validation import check_binary_logits, check_int, check_labels, check_logits, check_positive_int
 
 __all__ = ['Batch', 'DataSource', 'DEFAULT_CHUNK_PIXELS', 'PixelPasses', 'check_logits', 'check_binary_logits',
            'make_stream', 'unpack_batch', 'select_pixels']
@@ -40,59 +40,6 @@ DEFAULT_CHUNK_PIXELS = 1 << 16
 
 def _shape(t: Tensor) -> Tuple[int, ...]:
     return tuple(t.shape)
-
-
-def check_logits(name: str, logits: Any, num_classes: int) -> None:
-    """Check a logits tensor ``(N, K, *spatial)`` or ``(P, K)`` against ``num_classes``.
-
-    Raises:
-        ValueError: not a floating-point tensor, fewer than 2 dimensions, a class dimension (1) of the wrong
-            size, or NaN / infinite values.
-
-    Example:
-        >>> check_logits('logits', torch.zeros(2, 3), 4)
-        Traceback (most recent call last):
-        ...
-        ValueError: logits of shape (2, 3) has 3 classes along dimension 1, but the calibrator has num_classes=4
-    """
-    if not isinstance(logits, Tensor):
-        raise ValueError(f'{name} must be a torch.Tensor, got {type(logits).__name__}')
-    if not logits.is_floating_point():
-        raise ValueError(f'{name} must be a floating-point tensor of logits, got dtype {logits.dtype}')
-    if logits.dim() < 2:
-        raise ValueError(f'{name} must have shape (N, K, H, W) or (P, K), got {_shape(logits)}')
-    if logits.shape[1] != num_classes:
-        raise ValueError(f'{name} of shape {_shape(logits)} has {logits.shape[1]} classes along dimension 1, '
-                         f'but the calibrator has num_classes={num_classes}')
-    finite = torch.isfinite(logits)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(f'{name} contains {bad} NaN or infinite value(s); calibrators need finite logits')
-
-
-def check_binary_logits(name: str, logits: Any) -> None:
-    """Check one-channel logits: ``(N, 1, *spatial)``, ``(P, 1)``, ``(N, H, W)`` or ``(P,)``.
-
-    A 2-D or 4-D (or higher) tensor must have one channel in dimension 1; 1-D and 3-D tensors are read as maps
-    without a channel dimension.
-
-    Raises:
-        ValueError: not a floating-point tensor, a channel dimension other than 1, or NaN / infinite values.
-    """
-    if not isinstance(logits, Tensor):
-        raise ValueError(f'{name} must be a torch.Tensor, got {type(logits).__name__}')
-    if not logits.is_floating_point():
-        raise ValueError(f'{name} must be a floating-point tensor of logits, got dtype {logits.dtype}')
-    if logits.dim() == 0:
-        raise ValueError(f'{name} must have shape (N, 1, H, W), (N, H, W), (P, 1) or (P,), got a scalar')
-    if (logits.dim() == 2 or logits.dim() >= 4) and logits.shape[1] != 1:
-        raise ValueError(f'{name} of shape {_shape(logits)} has {logits.shape[1]} channels along dimension 1; '
-                         'binary calibrators take one-channel logits (use a multi-class calibrator for K > 1)')
-    finite = torch.isfinite(logits)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(f'{name} contains {bad} NaN or infinite value(s); calibrators need finite logits '
-                         '(probabilities of exactly 0 or 1 converted with torch.logit give infinities: clamp first)')
 
 
 def select_pixels(logits: Tensor, labels: Tensor, *, ignore_index: Optional[int],
