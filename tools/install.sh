@@ -15,18 +15,28 @@ STAMP="$VENV/.installed-$MODE-$HASH"
 
 START=$(date +%s)
 [[ -x "$PY" ]] || python3 -m venv "$VENV"
+# pip's own output goes to a log (shown when a step fails), so the console keeps one line per step
+LOG="$VENV/install.log"
+: > "$LOG"
 PIP=("$PY" -m pip install --disable-pip-version-check -c requirements/constraints.txt)
-echo "[calibseg install] torch and build tools"
-"${PIP[@]}" -q torch
-"${PIP[@]}" -q pip wheel ninja setuptools numpy
+pip_step() {
+  if ! "$@" >>"$LOG" 2>&1; then
+    echo "[calibseg install] failed; the last lines of $LOG:" >&2
+    tail -n 40 "$LOG" >&2
+    exit 1
+  fi
+}
+echo "[calibseg install] torch and build tools (pip's log: $LOG)"
+pip_step "${PIP[@]}" torch
+pip_step "${PIP[@]}" pip wheel ninja setuptools numpy
 if ! "$PY" -c "import mmcv.ops" >/dev/null 2>&1; then
   echo "[calibseg install] mmcv 2.1.0 with compiled ops (a source build takes ~16 min on 2 cores the first time)"
-  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" --no-build-isolation mmcv
+  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" pip_step "${PIP[@]}" --no-build-isolation mmcv
 fi
 echo "[calibseg install] OpenMMLab stack and calibseg (editable)"
-"${PIP[@]}" -q -r requirements/runtime.txt
-[[ $MODE == tests ]] && "${PIP[@]}" -q -r requirements/tests.txt
-"${PIP[@]}" -q --no-build-isolation --no-deps -e .
+pip_step "${PIP[@]}" -r requirements/runtime.txt
+[[ $MODE == tests ]] && pip_step "${PIP[@]}" -r requirements/tests.txt
+pip_step "${PIP[@]}" --no-build-isolation --no-deps -e .
 "$PY" -c "import mmcv.ops, mmseg.models, calibseg.models; print('[calibseg install] ok: torch', \
 __import__('torch').__version__, '| mmcv', __import__('mmcv').__version__, '| mmseg', __import__('mmseg').__version__)"
 rm -f "$VENV"/.installed-*
