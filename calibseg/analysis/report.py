@@ -11,6 +11,8 @@ import os.path as osp
 import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..utils.files import atomic_write_text
+
 __all__ = ['write_report', 'summary_lines', 'headline_rows', 'shift_means']
 
 _MULTICLASS_ROWS = (('mIoU', 'mIoU (%)', 2), ('aAcc', 'pixel acc. (%)', 2), ('ECE_15', 'ECE_15 (%)', 2),
@@ -173,10 +175,7 @@ def write_report(results: Dict[str, Any], out_dir: str, *, worst: Optional[Mappi
                                                               title='accuracy under corruption', clean=clean_acc))
     text = _markdown(results, figures, gallery)
     path = osp.join(out_dir, 'report.md')
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return path
 
 

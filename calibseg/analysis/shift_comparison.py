@@ -308,7 +308,7 @@ def _summary(table: Mapping[str, Any]) -> List[str]:
 
 def write_comparison(table: Mapping[str, Any], out_dir: str) -> str:
     """Write ``comparison.md``, ``comparison.json`` and the figures (atomically); returns the markdown's path."""
-    from ..apis.analyze import write_atomic
+    from ..utils.files import atomic_write_text
     from ..visualization.analysis_plots import plot_shift_curves
 
     os.makedirs(out_dir, exist_ok=True)
@@ -344,6 +344,6 @@ def write_comparison(table: Mapping[str, Any], out_dir: str) -> str:
         md.append('')
     md += ['Every number is in `comparison.json`; per-corruption tables are in each model\'s report.', '']
     path = osp.join(out_dir, 'comparison.md')
-    write_atomic(osp.join(out_dir, 'comparison.json'), json.dumps(dict(table), indent=1))
-    write_atomic(path, '\n'.join(md))
+    atomic_write_text(osp.join(out_dir, 'comparison.json'), json.dumps(dict(table), indent=1))
+    atomic_write_text(path, '\n'.join(md))
     return path

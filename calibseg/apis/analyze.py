@@ -37,6 +37,7 @@ from torch import nn
 
 from ..analysis.accumulator import CalibrationAnalysis
 from ..utils.distributed import broadcast, dist_info
+from ..utils.files import atomic_write_text, file_sha256
 from .inference import build_dataloader, build_model, iter_seg_logits, progress_printer
 
 __all__ = ['analyze_calibration', 'load_analysis_config', 'DEFAULT_DISTANCE_BANDS']
@@ -260,25 +261,6 @@ def _parameters(calibrator: nn.Module) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- files
-def file_sha256(path: str, limit: Optional[int] = None) -> str:
-    """SHA-256 of a file's bytes (the checkpoint's identity in fingerprints)."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _check_out_dir(out_dir: str, *, force: bool, resume: bool, inputs: Sequence[str]) -> None:
     out = osp.abspath(out_dir)
     for path in inputs:
@@ -401,7 +383,7 @@ def analyze_calibration(config: Any, checkpoint: str, *, out_dir: str, cfg_optio
         os.makedirs(out_dir, exist_ok=True)
         worst = {name: a.worst_images() for name, a in clean.items()}
         write_report(results, out_dir, worst=worst)
-        write_atomic(osp.join(out_dir, 'results.json'), json.dumps(_finite(results), indent=1, sort_keys=False))
+        atomic_write_text(osp.join(out_dir, 'results.json'), json.dumps(_finite(results), indent=1, sort_keys=False))
         log(f'[analyze] wrote {osp.join(out_dir, "report.md")} and results.json in {time.time() - start:.0f} s')
     return results
 
@@ -464,7 +446,7 @@ def _shift_sweep(model: nn.Module, test_cfg: Dict[str, Any], calibrators: Dict[s
         methods = {name: dict(headline=a.headline(), boundary=a.boundary()) for name, a in analyses.items()}
         methods = _finite(methods)
         if rank == 0:
-            write_atomic(path, json.dumps(dict(fingerprint=fingerprint, corruption=corruption, severity=severity,
+            atomic_write_text(path, json.dumps(dict(fingerprint=fingerprint, corruption=corruption, severity=severity,
                                                methods=methods), indent=1))
         out.setdefault(corruption, {})[str(severity)] = methods
         done_here += 1

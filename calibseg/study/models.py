@@ -6,12 +6,13 @@ work directory does not make a study measure it again.
 from __future__ import annotations
 
 import glob
-import hashlib
 import os.path as osp
 import re
 import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
+
+from ..utils.files import file_sha256
 
 __all__ = ['ModelSpec', 'CHECKPOINT_PATTERN', 'work_dir_config', 'work_dir_checkpoints', 'parse_model_pair',
            'read_model_list', 'discover_models', 'file_sha256', 'model_id', 'checkpoint_iteration']
@@ -149,15 +150,6 @@ def discover_models(*, models: Sequence[str] = (), model_list: Optional[str] = N
             seen.add(key)
             unique.append(spec)
     return unique
-
-
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_id(spec: ModelSpec) -> str:

@@ -23,6 +23,8 @@ import shutil
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..utils.files import atomic_write_text
+
 __all__ = ['CHECKSUM_COLUMN', 'read_table', 'append_row', 'row_checksum', 'write_parquet', 'atomic_write_text']
 
 #: name of the checksum column (always the last one)
@@ -51,36 +53,6 @@ def row_checksum(cells: Sequence[str]) -> str:
         '84c0585249519ee9'
     """
     return hashlib.sha256(_csv_line(cells).encode('utf-8')).hexdigest()[:16]
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync it and rename it over ``path`` (a crash leaves the
-    old file or the new one, never a mix), then fsync the directory so the rename itself is durable."""
-    directory = osp.dirname(osp.abspath(path))
-    tmp = osp.join(directory, f'.{osp.basename(path)}.tmp{os.getpid()}')
-    try:
-        with open(tmp, 'w', newline='', encoding='utf-8') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not every platform opens directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _scan(path: str) -> Tuple[Optional[List[str]], List[List[str]], List[str]]:
