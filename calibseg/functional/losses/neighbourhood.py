@@ -108,6 +108,25 @@ class Neighbourhood(NamedTuple):
         return self.counts / self.safe_total()
 
 
+def _padded_labels(target: Tensor, valid: Tensor, pad: int, border: str, dtype: torch.dtype
+                   ) -> Tuple[Tensor, Tensor]:
+    """``(N, 1, H + 2p, W + 2p)`` int64 labels (0 where excluded) and validity ``v`` in ``dtype``: replicated edge
+    labels with ``border='replicate'``, else zeros outside the image (excluded like ignored pixels)."""
+    height, width = target.shape[-2:]
+    index = torch.where(valid, target.long(), torch.zeros((), dtype=torch.long, device=target.device))
+    present = valid.to(dtype)
+    if border == 'replicate' and target.numel():
+        # the nearest in-image row and column of every padded position
+        rows = torch.arange(-pad, height + pad, device=target.device).clamp_(0, height - 1)
+        cols = torch.arange(-pad, width + pad, device=target.device).clamp_(0, width - 1)
+        index = index[:, rows[:, None], cols[None, :]]
+        present = present[:, rows[:, None], cols[None, :]]
+    else:
+        index = F.pad(index, (pad,) * 4)
+        present = F.pad(present, (pad,) * 4)
+    return index.unsqueeze(1), present.unsqueeze(1)
+
+
 def label_neighbourhood(target: Tensor, valid: Tensor, num_classes: int, *, kernel: str, kernel_size: int,
                         sigma: float = 1.0, border: str = 'renormalise',
                         dtype: torch.dtype = torch.float32) -> Neighbourhood:
@@ -132,21 +151,8 @@ def label_neighbourhood(target: Tensor, valid: Tensor, num_classes: int, *, kern
     """
     check_choice('border', border, BORDERS)
     weights = kernel_weights(kernel, kernel_size, sigma)
-    pad = kernel_size // 2
     batch, height, width = target.shape
-    index = torch.where(valid, target.long(), torch.zeros((), dtype=torch.long, device=target.device))
-    present = valid.to(dtype)
-    if border == 'replicate' and target.numel():
-        # the nearest in-image row and column of every padded position
-        rows = torch.arange(-pad, height + pad, device=target.device).clamp_(0, height - 1)
-        cols = torch.arange(-pad, width + pad, device=target.device).clamp_(0, width - 1)
-        index = index[:, rows[:, None], cols[None, :]]
-        present = present[:, rows[:, None], cols[None, :]]
-    else:  # zeros outside the image: excluded like ignored pixels
-        index = F.pad(index, (pad,) * 4)
-        present = F.pad(present, (pad,) * 4)
-    present = present.unsqueeze(1)
-    index = index.unsqueeze(1)
+    index, present = _padded_labels(target, valid, kernel_size // 2, border, dtype)
     counts = present.new_zeros(batch, num_classes, height, width)
     total = present.new_zeros(batch, 1, height, width)
     for i in range(kernel_size):
@@ -196,19 +202,8 @@ def label_windows(target: Tensor, valid: Tensor, *, kernel: str, kernel_size: in
     """
     check_choice('border', border, BORDERS)
     weights = kernel_weights(kernel, kernel_size, sigma)
-    pad = kernel_size // 2
     _, height, width = target.shape
-    index = torch.where(valid, target.long(), torch.zeros((), dtype=torch.long, device=target.device))
-    present = valid.to(dtype)
-    if border == 'replicate' and target.numel():
-        rows = torch.arange(-pad, height + pad, device=target.device).clamp_(0, height - 1)
-        cols = torch.arange(-pad, width + pad, device=target.device).clamp_(0, width - 1)
-        index = index[:, rows[:, None], cols[None, :]]
-        present = present[:, rows[:, None], cols[None, :]]
-    else:
-        index = F.pad(index, (pad,) * 4)
-        present = F.pad(present, (pad,) * 4)
-    index, present = index.unsqueeze(1), present.unsqueeze(1)
+    index, present = _padded_labels(target, valid, kernel_size // 2, border, dtype)
     total = present.new_zeros(target.shape[0], 1, height, width)
     for i in range(kernel_size):
         for j in range(kernel_size):
