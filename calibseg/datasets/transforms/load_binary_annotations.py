@@ -1,4 +1,5 @@
-"""Load a 0/255 saliency mask as {0, 1} labels (so that foreground never collides with ignore_index 255)."""
+"""Load a 0/255 saliency mask as {0, 1} labels (so that foreground never collides with ignore_index 255), and
+optionally its grey levels as a soft target in [0, 1] (``soft=True``)."""
 from __future__ import annotations
 
 from typing import Dict, Optional
@@ -8,6 +9,16 @@ import numpy as np
 from mmengine import fileio
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import TRANSFORMS
+
+__all__ = ['LoadBinaryAnnotations', 'SOFT_MASK_KEY', 'SOFT_MASK_SCALE_KEY']
+
+SOFT_MASK_KEY = 'gt_soft_mask'
+"""Results key (and ``SegDataSample`` field, see ``PackSaliencyInputs``) of the soft saliency target."""
+
+SOFT_MASK_SCALE_KEY = 'soft_mask_scale'
+"""Results key recording the ``scale`` the soft mask was last resized to (``None``: never resized). A resize that
+handles the soft mask (``SoftMaskResize``) updates it; ``PackSaliencyInputs`` refuses a soft mask whose record
+differs from the last resize's ``scale`` (it was resized by nearest neighbour, like a label map)."""
 
 
 @TRANSFORMS.register_module()
@@ -33,23 +44,39 @@ class LoadBinaryAnnotations(LoadAnnotations):
     threshold (a 0/1 or 0/100 label map), which would silently become all background (for such masks pass a
     lower ``threshold``, e.g. ``threshold=0`` for 0/1).
 
+    **Soft targets** (``soft=True``): the grey levels also go into ``results['gt_soft_mask']`` as ``float32``
+    ``grey / 255`` in ``[0, 1]`` (unthresholded), appended to ``seg_fields`` so that flips and crops keep it
+    aligned with ``gt_seg_map``; resize with ``SoftMaskResize`` (bilinear for the soft mask, as the ASLP reference
+    resizes its masks before ``ToTensor``), pack with ``PackSaliencyInputs`` (``data_sample.gt_soft_mask``), and
+    train with a segmentor that hands it to the losses (``SoftTargetEncoderDecoder``,
+    ``ASLPEncoderDecoder(soft_targets=True)``; any other segmentor trains on ``gt_seg_map`` and never reads the
+    soft mask). ``gt_seg_map`` stays the binarised map: it still decides which pixels are ignored and is what
+    evaluation reads (test pipelines load without ``soft``). Liu et al., "Model
+    Calibration in Dense Classification with Adaptive Label Perturbation", ICCV 2023 (their code trains on the
+    resized grey masks).
+
     Args:
         threshold: grayscale level in ``[0, 255)``; pixels strictly above it are foreground.
+        soft: also keep the grey levels as the soft target ``gt_soft_mask`` (see above).
         imdecode_backend: ``mmcv.imfrombytes`` backend (``'pillow'`` or ``'cv2'``).
         backend_args: file backend arguments (mmengine ``fileio``).
 
     Raises:
-        ValueError: on a bad ``threshold``; at load time if the dataset asks for ``reduce_zero_label``
-            (meaningless for binary masks), on a size mismatch or a mask that binarising would empty.
+        ValueError: on a bad ``threshold`` or ``soft``; at load time if the dataset asks for ``reduce_zero_label``
+            (meaningless for binary masks), on a size mismatch or a mask that binarising would empty, or with
+            ``soft=True`` if the dataset relabels classes (``label_map``: a grey level has no class to relabel).
         OSError: at load time, naming the file, if it cannot be read or decoded.
     """
 
-    def __init__(self, *, threshold: int = 128, imdecode_backend: str = 'pillow',
+    def __init__(self, *, threshold: int = 128, soft: bool = False, imdecode_backend: str = 'pillow',
                  backend_args: Optional[dict] = None) -> None:
         super().__init__(reduce_zero_label=None, backend_args=backend_args, imdecode_backend=imdecode_backend)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 255:
             raise ValueError(f'threshold must be a number in [0, 255), got {threshold!r}')
+        if not isinstance(soft, bool):
+            raise ValueError(f'soft must be a bool, got {soft!r}')
         self.threshold = threshold
+        self.soft = soft
 
     def _load_seg_map(self, results: Dict) -> None:
         if results.get('reduce_zero_label', False):
@@ -77,6 +104,12 @@ class LoadBinaryAnnotations(LoadAnnotations):
                              f'threshold are foreground, e.g. threshold=0 for 0/1 masks)')
         gt = (gray > self.threshold).astype(np.uint8)
         label_map = results.get('label_map')
+        if self.soft:
+            if label_map and any(old != new for old, new in label_map.items()):
+                raise ValueError(f'LoadBinaryAnnotations(soft=True): the dataset relabels classes (label_map='
+                                 f'{label_map}) but a soft mask holds grey levels, not classes ({path})')
+            results[SOFT_MASK_KEY] = gray.astype(np.float32) / np.float32(255.0)
+            results[SOFT_MASK_SCALE_KEY] = results.get('scale')  # a resize before loading does not touch it
         if label_map:
             mapped = gt.copy()
             for old_id, new_id in label_map.items():
@@ -84,7 +117,10 @@ class LoadBinaryAnnotations(LoadAnnotations):
             gt = mapped
         results['gt_seg_map'] = gt
         results.setdefault('seg_fields', []).append('gt_seg_map')
+        if self.soft:
+            results['seg_fields'].append(SOFT_MASK_KEY)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(threshold={self.threshold}, imdecode_backend='{self.imdecode_backend}', "
+        return (f"{type(self).__name__}(threshold={self.threshold}, soft={self.soft}, "
+                f"imdecode_backend='{self.imdecode_backend}', "
                 f'backend_args={self.backend_args})')

@@ -85,3 +85,22 @@ def test_label_map_masks_that_would_become_background_are_refused(tmp_path, high
     np.testing.assert_array_equal(_load(tmp_path / 'lm.png', threshold=lower)['gt_seg_map'], mask > lower)
     Image.fromarray(np.zeros((6, 6), np.uint8)).save(tmp_path / 'empty.png')  # no salient object: fine
     assert not _load(tmp_path / 'empty.png')['gt_seg_map'].any()
+
+
+def test_soft_option(tmp_path):
+    """soft=True keeps grey / 255 (float32) beside the unchanged binarised labels; refuses relabelled classes."""
+    Image.fromarray(VALUES).save(tmp_path / 'm.png')
+    out = _load(tmp_path / 'm.png', soft=True)
+    np.testing.assert_array_equal(out['gt_seg_map'], _load(tmp_path / 'm.png')['gt_seg_map'])
+    assert out['gt_soft_mask'].dtype == np.float32 and out['seg_fields'] == ['gt_seg_map', 'gt_soft_mask']
+    np.testing.assert_allclose(out['gt_soft_mask'], VALUES / 255.0, rtol=0, atol=1e-7)
+    assert out['soft_mask_scale'] is None
+    assert 'soft=True' in repr(LoadBinaryAnnotations(soft=True))
+    with pytest.raises(ValueError, match='soft must be a bool'):
+        LoadBinaryAnnotations(soft=1)
+    results = dict(seg_map_path=str(tmp_path / 'm.png'), reduce_zero_label=False, seg_fields=[],
+                   label_map={0: 1, 1: 0})
+    with pytest.raises(ValueError, match=r'soft=True\): the dataset relabels classes'):
+        LoadBinaryAnnotations(soft=True)(results)
+    results.update(label_map={0: 0, 1: 1}, seg_fields=[])  # an identity map is fine
+    assert 'gt_soft_mask' in LoadBinaryAnnotations(soft=True)(results)
