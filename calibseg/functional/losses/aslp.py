@@ -38,7 +38,7 @@ Two documented details of the reference code:
 This module imports no OpenMMLab package.
 """
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ from torch import Tensor
 
 from calibseg.utils.validation import check_finite, check_in_range, check_non_negative
 
-from .scbce import validate_scbce_args
+from .scbce import check_soft_target, validate_scbce_args
 from .utils import check_ignore_index, flat_size
 
 __all__ = ['ASLPStatistics', 'aslp_alpha_max', 'aslp_image_statistics', 'aslp_alpha_update',
@@ -95,20 +95,26 @@ def validate_aslp_args(*, beta: float, eta: float, lam: float, alpha_margin: flo
 
 @torch.no_grad()
 def aslp_image_statistics(logits: Tensor, target: Tensor, *, ignore_index: int = 255,
-                          prob_clamp: float = 1e-7) -> ASLPStatistics:
+                          prob_clamp: float = 1e-7, soft_target: Optional[Tensor] = None) -> ASLPStatistics:
     r"""Per-image :math:`\mathrm{BCE}_i` and :math:`\mathrm{CAL}_i` of a one-channel head (module docstring).
+
+    With ``soft_target`` the original target :math:`y` of :math:`\mathrm{BCE}_i` is the soft value in ``[0, 1]``
+    (the reference code trains on resized grey masks and takes this BCE against them); ``target`` then only says
+    which pixels are ignored.
 
     Args:
         logits: ``(N, 1, *spatial)`` logits (detached here).
         target: ``(N, *spatial)`` original labels in ``{0, 1}`` or ``ignore_index``.
         ignore_index: label of pixels left out of both means.
         prob_clamp: clamp :math:`p` to ``[prob_clamp, 1 - prob_clamp]`` (reference code: 1e-7); 0 = none.
+        soft_target: optional ``(N, *spatial)`` soft targets in ``[0, 1]`` replacing the labels' 0/1 values.
 
     Returns:
         :class:`ASLPStatistics` in float64.
 
     Raises:
-        ValueError: on a multi-channel head, mismatched shapes, or labels outside ``{0, 1, ignore_index}``.
+        ValueError: on a multi-channel head, mismatched shapes, labels outside ``{0, 1, ignore_index}``, or a bad
+            ``soft_target`` (:func:`~calibseg.functional.losses.scbce.check_soft_target`).
     """
     ignore_index = check_ignore_index(ignore_index)
     prob_clamp = check_in_range('prob_clamp', prob_clamp, 0.0, 0.5, high_inclusive=False)
@@ -130,7 +136,11 @@ def aslp_image_statistics(logits: Tensor, target: Tensor, *, ignore_index: int =
     if prob_clamp > 0:
         limit = math.log((1.0 - prob_clamp) / prob_clamp)
         z = z.clamp(-limit, limit)
-    y = y.to(torch.float64).masked_fill(~valid, 0.0)
+    if soft_target is None:
+        y = y.to(torch.float64).masked_fill(~valid, 0.0)
+    else:
+        y = check_soft_target(soft_target, target, valid.reshape(target.shape)).reshape(batch, size)
+        y = y.to(torch.float64)
     # -log p = softplus(-z), -log(1 - p) = softplus(z)
     bce = F.softplus(z) - y * z
     cal = F.softplus(z) + F.softplus(-z)

@@ -38,7 +38,15 @@ from torch import Tensor
 
 from calibseg.utils.validation import check_positive_float, is_real
 
-from .utils import Pixels, check_logits_and_target, check_reduction, compute_dtype, flat_size, reduce_loss
+from .utils import (
+    Pixels,
+    check_logits_and_target,
+    check_reduction,
+    compute_dtype,
+    defer_value_checks,
+    flat_size,
+    reduce_loss,
+)
 
 AlphaLike = Union[float, Tensor]
 """Type of ``alpha``: one probability for every image, or a ``(N,)`` tensor (one per image)."""
@@ -116,12 +124,48 @@ def _binary_pixels(logits: Tensor, target: Tensor, ignore_index: int,
     return pixels
 
 
-def scbce_targets(target: Tensor, alpha: Tensor, *, beta: float, expected: bool = False,
-                  generator: Optional[torch.Generator] = None) -> Tensor:
-    r"""Per-image perturbed targets :math:`\tilde y` (or their expectation) for ``{0, 1}`` labels.
+def check_soft_target(soft_target: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """Validate a soft target beside its integer label map; return it detached, with 0 at ignored pixels.
 
     Args:
-        target: ``(N, M)`` labels in ``{0, 1}`` (any float or integer dtype).
+        soft_target: ``(N, *spatial)`` floating-point targets, in ``[0, 1]`` at every non-ignored pixel (values at
+            ignored pixels, e.g. padding, are not read).
+        target: the ``(N, *spatial)`` integer label map it goes with (its ignored pixels are ``~valid``).
+        valid: ``(N, *spatial)`` bool mask of the non-ignored pixels.
+
+    Returns:
+        ``soft_target`` detached (a constant of the loss), of its own dtype, zero where ``~valid``.
+
+    Raises:
+        TypeError: if ``soft_target`` is not a floating-point tensor.
+        ValueError: on a shape or device other than ``target``'s, or (on CPU; an asynchronous device assertion on
+            accelerators, see :mod:`calibseg.functional.losses.utils`) a non-ignored value outside ``[0, 1]`` or
+            not finite.
+    """
+    if not isinstance(soft_target, Tensor) or not soft_target.is_floating_point():
+        raise TypeError(f'soft_target must be a floating-point tensor of values in [0, 1], got '
+                        f'{getattr(soft_target, "dtype", type(soft_target).__name__)!r}')
+    if soft_target.shape != target.shape:
+        raise ValueError(f'soft_target of shape {tuple(soft_target.shape)} does not match the labels of shape '
+                         f'{tuple(target.shape)}')
+    if soft_target.device != target.device:
+        raise ValueError(f'soft_target is on {soft_target.device} but the labels are on {target.device}')
+    soft = soft_target.detach()
+    outside = valid & ~((soft >= 0) & (soft <= 1))  # NaN fails both comparisons
+    if defer_value_checks(soft):
+        torch._assert_async(~outside.any(), 'soft_target holds values outside [0, 1] (or NaN) at non-ignored pixels')
+    elif bool(outside.any()):
+        raise ValueError(f'soft_target must lie in [0, 1] at non-ignored pixels; {int(outside.sum())} value(s) do '
+                         f'not, e.g. {soft[outside][:5].tolist()}')
+    return soft.masked_fill(~valid, 0.0)
+
+
+def scbce_targets(target: Tensor, alpha: Tensor, *, beta: float, expected: bool = False,
+                  generator: Optional[torch.Generator] = None) -> Tensor:
+    r"""Per-image perturbed targets :math:`\tilde y` (or their expectation) for ``{0, 1}`` labels or soft targets.
+
+    Args:
+        target: ``(N, M)`` labels in ``{0, 1}`` (any float or integer dtype), or soft targets in ``[0, 1]``.
         alpha: ``(N,)`` perturbation probabilities, already validated.
         beta: perturbation strength (code units, see the module docstring).
         expected: return :math:`(1 - 2\alpha\beta) y + \alpha\beta` instead of a draw.
@@ -149,7 +193,7 @@ def scbce_targets(target: Tensor, alpha: Tensor, *, beta: float, expected: bool 
 def scbce_loss(logits: Tensor, target: Tensor, *, alpha: AlphaLike, beta: float = 2.0,
                expected: bool = False, generator: Optional[torch.Generator] = None,
                weight: Optional[Tensor] = None, ignore_index: int = 255, reduction: str = 'mean',
-               avg_factor: Optional[Union[float, Tensor]] = None) -> Tensor:
+               avg_factor: Optional[Union[float, Tensor]] = None, soft_target: Optional[Tensor] = None) -> Tensor:
     r"""Self-calibrating binary cross-entropy (SC-BCE) of a one-channel head.
 
     Per image :math:`i`, with probability :math:`\alpha_i` the whole target map is perturbed,
@@ -167,6 +211,11 @@ def scbce_loss(logits: Tensor, target: Tensor, *, alpha: AlphaLike, beta: float 
     (module docstring). Liu et al., "Model Calibration in Dense Classification with Adaptive Label
     Perturbation", ICCV 2023.
 
+    **Soft targets.** With ``soft_target`` (e.g. a resized grey-level mask / 255, as the reference code trains),
+    :math:`y_n` is the soft value :math:`s_n \in [0, 1]` instead of the label: the same formulas with
+    :math:`\tilde y = (1 - 2\beta)s + \beta` on a perturbed image. ``target`` still says which pixels are
+    ignored (``ignore_index``); its 0/1 values are not used.
+
     Args:
         logits: ``(N, 1, *spatial)`` logits of a one-channel (sigmoid) head. fp16/bf16 are
             computed in float32.
@@ -183,6 +232,8 @@ def scbce_loss(logits: Tensor, target: Tensor, *, alpha: AlphaLike, beta: float 
         reduction: ``'mean'`` (over non-ignored pixels), ``'sum'`` or ``'none'`` (``(N, *spatial)``
             map with zeros at ignored pixels).
         avg_factor: denominator of ``'mean'`` instead of the number of non-ignored pixels.
+        soft_target: optional ``(N, *spatial)`` soft targets in ``[0, 1]`` replacing the labels' 0/1 values
+            (a constant: no gradient flows into it).
 
     Returns:
         Scalar loss (``(N, *spatial)`` for ``reduction='none'``).
@@ -190,8 +241,10 @@ def scbce_loss(logits: Tensor, target: Tensor, *, alpha: AlphaLike, beta: float 
     Raises:
         ValueError: on ``beta <= 0``, ``alpha`` outside ``[0, 1/(2 beta)]`` or of the wrong shape, a
             multi-channel head (``C > 1``), labels outside ``{0, 1, ignore_index}``, a missing
-            ``generator`` in stochastic mode, or a bad ``reduction``.
-        TypeError: if ``logits`` is not floating point or ``target`` not integer.
+            ``generator`` in stochastic mode, a bad ``reduction``, or a bad ``soft_target``
+            (:func:`check_soft_target`).
+        TypeError: if ``logits`` is not floating point, ``target`` not integer or ``soft_target`` not floating
+            point.
 
     Example:
         >>> logits, labels = torch.zeros(2, 1, 4, 4), torch.ones(2, 4, 4, dtype=torch.long)
@@ -206,6 +259,9 @@ def scbce_loss(logits: Tensor, target: Tensor, *, alpha: AlphaLike, beta: float 
     pixels = _binary_pixels(logits, target, ignore_index, weight)
     z = pixels.logits[:, 0]
     alpha = _alpha_per_image(alpha, beta, z.shape[0], z)
-    y_tilde = scbce_targets(pixels.target, alpha, beta=beta, expected=expected, generator=generator)
+    y = pixels.target
+    if soft_target is not None:
+        y = check_soft_target(soft_target, target, pixels.valid.reshape(target.shape)).reshape(y.shape)
+    y_tilde = scbce_targets(y, alpha, beta=beta, expected=expected, generator=generator)
     pixel_loss = F.softplus(z) - y_tilde * z
     return reduce_loss(pixel_loss, pixels, reduction=reduction, avg_factor=avg_factor)

@@ -33,6 +33,10 @@ class CalibrationLossBase(nn.Module):
 
     'mean' always averages over the non-ignored pixels (mmseg's ``avg_non_ignore=True``).
 
+    ``accepts_soft_target`` (class attribute, ``False`` here) says whether ``forward`` takes
+    ``soft_target=<(N, H, W) float tensor>``, soft targets in ``[0, 1]`` beside the labels (the segmentors that
+    train on soft saliency masks refuse every loss without it).
+
     Args:
         loss_name: key of the loss in mmseg's loss dict; must start with ``'loss_'``.
         loss_weight: factor applied to the loss.
@@ -44,6 +48,8 @@ class CalibrationLossBase(nn.Module):
         ValueError: on a bad ``loss_name``, ``loss_weight``, ``reduction``, ``ignore_index`` or
             ``class_weight``.
     """
+
+    accepts_soft_target: bool = False
 
     def __init__(self, *, loss_name: str, loss_weight: float = 1.0, reduction: str = 'mean',
                  ignore_index: int = 255, class_weight: ClassWeightConfig = None) -> None:

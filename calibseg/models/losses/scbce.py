@@ -38,6 +38,11 @@ class SCBCELoss(CalibrationLossBase):
       the constructor's. mmseg's decode heads never pass ``alpha``, so in adaptive mode whatever
       owns the per-image state must call the loss itself.
 
+    **Soft targets**: ``forward(..., soft_target=<(N, H, W) tensor in [0, 1]>)`` replaces the labels' 0/1 values
+    by the soft values (the labels still mark the ignored pixels); the segmentors that train on soft saliency
+    masks (``SoftTargetEncoderDecoder``, ``ASLPEncoderDecoder(soft_targets=True)``) pass it. With
+    ``alpha=0.0, expected=True`` this is plain BCE against the soft target.
+
     Randomness comes only from this module's own CPU ``torch.Generator``, seeded with
     ``seed + rank`` (mmengine's rank, so that data-parallel ranks draw independently); with
     ``seed=None`` it is seeded from the operating system's entropy (not reproducible). The generator
@@ -65,6 +70,8 @@ class SCBCELoss(CalibrationLossBase):
         'loss_scbce'
     """
 
+    accepts_soft_target = True
+
     def __init__(self, *, beta: float = 2.0, alpha: Optional[float] = None, expected: bool = False,
                  seed: Optional[int] = None, reduction: str = 'mean', loss_weight: float = 1.0,
                  ignore_index: int = 255, loss_name: str = 'loss_scbce') -> None:
@@ -85,7 +92,7 @@ class SCBCELoss(CalibrationLossBase):
     def forward(self, seg_logits: Tensor, seg_label: Tensor, weight: Optional[Tensor] = None,
                 ignore_index: Optional[int] = None, alpha: Optional[AlphaLike] = None,
                 avg_factor: Optional[Union[float, Tensor]] = None,
-                reduction_override: Optional[str] = None) -> Tensor:
+                reduction_override: Optional[str] = None, soft_target: Optional[Tensor] = None) -> Tensor:
         """Compute the weighted SC-BCE.
 
         Args:
@@ -97,6 +104,8 @@ class SCBCELoss(CalibrationLossBase):
                 constructor's ``alpha``.
             avg_factor: denominator of ``'mean'`` instead of the number of non-ignored pixels.
             reduction_override: replaces the module's ``reduction`` for this call.
+            soft_target: optional ``(N, H, W)`` soft targets in ``[0, 1]`` used instead of the labels' 0/1
+                values (the labels still mark the ignored pixels).
 
         Returns:
             ``loss_weight`` times the loss.
@@ -113,7 +122,7 @@ class SCBCELoss(CalibrationLossBase):
         reduction = self.reduction if reduction_override is None else check_reduction(reduction_override)
         ignore_index = self.ignore_index if ignore_index is None else ignore_index
         loss = self.compute(seg_logits, seg_label, alpha=alpha, weight=weight, ignore_index=ignore_index,
-                            reduction=reduction, avg_factor=avg_factor)
+                            reduction=reduction, avg_factor=avg_factor, soft_target=soft_target)
         return self.loss_weight * loss
 
     def compute(self, seg_logits: Tensor, seg_label: Tensor, *, alpha: AlphaLike,  # type: ignore[override]

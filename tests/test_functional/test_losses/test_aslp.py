@@ -100,3 +100,27 @@ def test_alpha_max_and_argument_checks():
         aslp_image_statistics(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match='0, 1 or ignore_index'):
         aslp_image_statistics(torch.zeros(1, 1, 1, 2), torch.tensor([[[0, 7]]]))
+
+
+def test_statistics_with_soft_targets_take_bce_against_them():
+    """The reference computes BCE_i against the (soft) masks it trains on: -s log p - (1 - s) log(1 - p)."""
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 1, 5, 6, generator=gen) * 4
+    target = torch.randint(0, 2, (3, 5, 6), generator=gen)
+    target[torch.rand(3, 5, 6, generator=gen) < 0.3] = IGNORE
+    soft = torch.rand(3, 5, 6, generator=gen).masked_fill(target == IGNORE, 255.0)
+    stats = aslp_image_statistics(logits, target, ignore_index=IGNORE, prob_clamp=1e-7, soft_target=soft)
+    bce, cal = [], []
+    for z, y, s in zip(logits[:, 0].double().numpy(), target.numpy(), soft.double().numpy()):
+        valid = y != IGNORE
+        p = np.clip(1.0 / (1.0 + np.exp(-z[valid])), 1e-7, 1 - 1e-7)
+        bce.append(np.mean(-s[valid] * np.log(p) - (1 - s[valid]) * np.log(1 - p)))
+        cal.append(np.mean(-np.log(p * (1 - p))))
+    np.testing.assert_allclose(stats.bce.numpy(), bce, rtol=1e-9)
+    np.testing.assert_allclose(stats.cal.numpy(), cal, rtol=1e-9)
+    hard = aslp_image_statistics(logits, target, ignore_index=IGNORE, prob_clamp=1e-7)
+    as_soft = aslp_image_statistics(logits, target, ignore_index=IGNORE, prob_clamp=1e-7,
+                                    soft_target=target.float().masked_fill(target == IGNORE, 0.3))
+    torch.testing.assert_close(as_soft.bce, hard.bce, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r'soft_target must lie in \[0, 1\]'):
+        aslp_image_statistics(logits, target, soft_target=soft.masked_fill(target != IGNORE, 2.0))

@@ -199,3 +199,93 @@ def test_bad_inputs_raise():
         scbce_loss(logits, target.double(), alpha=0.1, generator=gen)
     with pytest.raises(ValueError, match='reduction'):
         scbce_loss(logits, target, alpha=0.1, generator=gen, reduction='avg')
+
+
+# ----------------------------------------------------------------------------------------------- soft targets
+def _soft(target, *, seed=5, dtype=torch.float64):
+    """Soft targets in [0, 1] (some exactly 0 and 1), with 255 at ignored pixels (e.g. padding) that must not count."""
+    gen = torch.Generator().manual_seed(seed)
+    soft = torch.rand(target.shape, generator=gen, dtype=torch.float64)
+    soft[soft < 0.1] = 0.0
+    soft[soft > 0.9] = 1.0
+    return soft.masked_fill(target == IGNORE, 255.0).to(dtype)
+
+
+def _naive_soft_bce(logits, target, soft, y_tilde_per_image):
+    """Mean over valid pixels of -[t log sigmoid(z) + (1 - t) log(1 - sigmoid(z))], t = y_tilde(s), pixel by pixel."""
+    z = logits[:, 0].double().numpy()
+    labels, s = target.numpy(), soft.double().numpy()
+    total, count = 0.0, 0
+    for i in range(z.shape[0]):
+        for zn, yn, sn in zip(z[i].ravel(), labels[i].ravel(), s[i].ravel()):
+            if yn == IGNORE:
+                continue
+            t = y_tilde_per_image(i, sn)
+            p = 1.0 / (1.0 + math.exp(-zn))
+            total += -(t * math.log(p) + (1.0 - t) * math.log1p(-p))
+            count += 1
+    return total / count
+
+
+def test_soft_targets_match_a_naive_formula():
+    logits, target = _batch(n=3)
+    soft = _soft(target)
+    plain = scbce_loss(logits, target, alpha=0.0, expected=True, soft_target=soft)
+    assert plain.item() == pytest.approx(_naive_soft_bce(logits, target, soft, lambda i, s: s), rel=1e-12)
+    alpha, beta = torch.tensor([0.0, 0.1, 0.25]), 2.0
+    smooth = scbce_loss(logits, target, alpha=alpha, beta=beta, expected=True, soft_target=soft)
+    naive = _naive_soft_bce(logits, target, soft, lambda i, s: (1 - 2 * alpha[i].item() * beta) * s
+                            + alpha[i].item() * beta)
+    assert smooth.item() == pytest.approx(naive, rel=1e-12)
+    # one draw: the images the generator perturbs get (1 - 2 beta) s + beta (the draws are one uniform per image)
+    perturbed = torch.rand(3, generator=torch.Generator().manual_seed(4), dtype=torch.float64) < alpha.double()
+    draw = scbce_loss(logits, target, alpha=alpha, beta=beta, generator=torch.Generator().manual_seed(4),
+                      soft_target=soft)
+    naive = _naive_soft_bce(logits, target, soft, lambda i, s: (1 - 2 * beta) * s + beta if perturbed[i] else s)
+    assert draw.item() == pytest.approx(naive, rel=1e-12)
+    assert perturbed.tolist() != [False] * 3  # the draw does perturb an image
+
+
+def test_soft_targets_of_zeros_and_ones_are_the_labels():
+    logits, target = _batch()
+    as_soft = target.double().masked_fill(target == IGNORE, 0.5)
+    weight = torch.rand(target.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for reduction in ('mean', 'sum', 'none'):
+        hard = scbce_loss(logits, target, alpha=0.2, expected=True, weight=weight, reduction=reduction)
+        soft = scbce_loss(logits, target, alpha=0.2, expected=True, weight=weight, reduction=reduction,
+                          soft_target=as_soft)
+        torch.testing.assert_close(soft, hard, rtol=0, atol=0)
+
+
+def test_soft_target_gradcheck_float64():
+    logits, target = _batch(n=2, h=3, w=3)
+    soft = _soft(target)
+    leaf = logits.clone().requires_grad_()
+    alpha = torch.tensor([0.05, 0.2], dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda z: scbce_loss(z, target, alpha=alpha, beta=2.0, expected=True, soft_target=soft), (leaf,))
+    assert torch.autograd.gradcheck(
+        lambda z: scbce_loss(z, target, alpha=0.25, beta=2.0, generator=torch.Generator().manual_seed(1),
+                             soft_target=soft, reduction='none').sum(), (leaf,))
+    # the gradient is sigmoid(z) - s / P at valid pixels and none flows into the soft target
+    soft_leaf = soft.clone().requires_grad_()
+    loss = scbce_loss(leaf, target, alpha=0.0, expected=True, soft_target=soft_leaf)
+    loss.backward()
+    valid = target != IGNORE
+    expected = torch.where(valid, (logits[:, 0].sigmoid() - soft) / valid.sum(), torch.zeros(()))
+    torch.testing.assert_close(leaf.grad[:, 0], expected, rtol=1e-12, atol=1e-15)
+    assert soft_leaf.grad is None
+
+
+def test_bad_soft_targets_raise():
+    logits, target = _batch()
+    soft = _soft(target)
+    with pytest.raises(TypeError, match='soft_target must be a floating-point tensor'):
+        scbce_loss(logits, target, alpha=0.1, expected=True, soft_target=(soft * 255).long())
+    with pytest.raises(ValueError, match=r'soft_target of shape \(4, 5, 5\)'):
+        scbce_loss(logits, target, alpha=0.1, expected=True, soft_target=soft[..., :5])
+    for bad_value in (1.5, -0.01, float('nan')):
+        bad = soft.clone()
+        bad[target != IGNORE] = bad[target != IGNORE].index_fill(0, torch.tensor([3]), bad_value)
+        with pytest.raises(ValueError, match=r'soft_target must lie in \[0, 1\] at non-ignored pixels; 1 value'):
+            scbce_loss(logits, target, alpha=0.1, expected=True, soft_target=bad)

@@ -123,3 +123,17 @@ def test_multi_channel_head_is_rejected(binary_batch):
 def test_bad_config_fails_at_build(cfg, error, match):
     with pytest.raises(error, match=match):
         MODELS.build(dict(type='SCBCELoss', **cfg))
+
+
+def test_soft_target_through_the_module(binary_batch):
+    logits, target = binary_batch
+    soft = torch.rand(target.shape, generator=torch.Generator().manual_seed(1))
+    assert SCBCELoss.accepts_soft_target and not MODELS.get('LabelSmoothingLoss').accepts_soft_target
+    loss = SCBCELoss(alpha=0.1, expected=True, loss_weight=0.5)
+    value = loss(logits, target, weight=None, ignore_index=IGNORE, soft_target=soft)
+    torch.testing.assert_close(value, 0.5 * scbce_loss(logits, target, alpha=0.1, expected=True, soft_target=soft))
+    assert not torch.allclose(value, loss(logits, target, ignore_index=IGNORE))  # the soft values are used
+    bce = SCBCELoss(alpha=0.0, expected=True)(logits, target, soft_target=soft)  # plain BCE against s
+    valid = target != IGNORE
+    reference = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0][valid], soft[valid])
+    torch.testing.assert_close(bce, reference)
