@@ -1,5 +1,6 @@
 """configs/saliency: every config builds its model, evaluators and hooks, and the three methods differ only in the
-loss (and ASLP's segmentor, wrapper and hook)."""
+loss (and ASLP's segmentor, wrapper and hook); a ``-soft`` config differs from its binarised sibling only in the
+training targets (soft masks loaded, packed and handed to the losses; evaluation unchanged)."""
 from __future__ import annotations
 
 import glob
@@ -12,14 +13,33 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import HOOKS, METRICS, MODELS
 
 import calibseg  # noqa: F401
-from calibseg.models.segmentors import ASLPEncoderDecoder
+from calibseg.models.segmentors import ASLPEncoderDecoder, SoftTargetEncoderDecoder
 
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'saliency', '*.py')))
 TEST_SETS = {'DUTS-TE', 'ECSSD', 'HKU-IS', 'PASCAL-S', 'DUT-OMRON', 'SOD'}
 
 
 def _method(path):
-    return osp.basename(path).split('_')[2]
+    """The method field without its ``-soft`` suffix."""
+    method = osp.basename(path).split('_')[2]
+    return method[:-len('-soft')] if method.endswith('-soft') else method
+
+
+def _soft(path):
+    return osp.basename(path).split('_')[2].endswith('-soft')
+
+
+SOFT_AUX = dict(type='SCBCELoss', alpha=0.0, expected=True, loss_weight=0.4, loss_name='loss_bce')
+
+
+def _pipelines(cfg):
+    """``{name: pipeline}`` of every dataset in the config (train, held-out, val, test, the saliency test sets)."""
+    out = {}
+    for key in ('train_dataloader', 'aslp_val_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = cfg[key].dataset
+        out[key] = (dataset.get('dataset') or dataset).pipeline
+    out.update({f'saliency_test_sets.{k}': v['pipeline'] for k, v in cfg.saliency_test_sets.items()})
+    return out
 
 
 def test_every_method_has_a_demo_and_a_384_config():
@@ -48,7 +68,16 @@ def test_config_builds(path):
         assert loss['type'] == 'SCBCELoss' and loss['beta'] == 2.0
         assert loss['alpha'] == (None if method == 'aslp' else 0.025)
     aux = cfg.model.auxiliary_head.loss_decode
-    assert aux['type'] == 'CrossEntropyLoss' and aux['use_sigmoid'] and aux['loss_weight'] == 0.4
+    if _soft(path):
+        assert aux == SOFT_AUX and model.soft_targets
+        for name, pipeline in _pipelines(cfg).items():  # soft masks are loaded for training only
+            soft_loads = [t.get('soft', False) for t in pipeline if t['type'] == 'LoadBinaryAnnotations']
+            assert soft_loads == [name == 'train_dataloader'], name
+        train = [t['type'] for t in cfg.train_dataloader.dataset.dataset.pipeline]
+        assert train[-1] == 'PackSaliencyInputs' and 'Resize' not in train
+    else:
+        assert aux['type'] == 'CrossEntropyLoss' and aux['use_sigmoid'] and aux['loss_weight'] == 0.4
+        assert not getattr(model, 'soft_targets', False) and 'soft=True' not in cfg.pretty_text
     assert {e['type'] for e in cfg.test_evaluator} == {'SaliencyMetric', 'BinaryCalibrationMetric'}
     for e in cfg.val_evaluator:
         METRICS.build(e)
@@ -71,7 +100,7 @@ def test_config_builds(path):
         assert (held.held_out, held.seed, held.dataset.data_root) == (train.held_out, train.seed,
                                                                       train.dataset.data_root)
     else:
-        assert type(model).__name__ == 'EncoderDecoder'
+        assert type(model) is (SoftTargetEncoderDecoder if _soft(path) else MODELS.get('EncoderDecoder'))
         assert not any(h['type'] == 'ASLPHook' for h in cfg.custom_hooks)
     if '_demo-' in path:  # CPU configs: no SyncBN anywhere (it fails under gloo on CPU)
         assert 'SyncBN' not in cfg.pretty_text
@@ -95,3 +124,31 @@ def test_the_three_methods_share_everything_but_the_loss():
                         'randomness'):
                 assert cfg.get(key) == base.get(key), (method, key)
             assert cfg.model.backbone == base.model.backbone
+
+
+@pytest.mark.parametrize('path', [p for p in CONFIGS if _soft(p)], ids=osp.basename)
+def test_soft_configs_change_only_the_training_targets(path):
+    soft = Config.fromfile(path)
+    hard = Config.fromfile(path.replace('-soft_', '_'))
+    for key in ('test_dataloader', 'val_dataloader', 'aslp_val_dataloader', 'saliency_test_sets', 'val_evaluator',
+                'optim_wrapper', 'param_scheduler', 'train_cfg', 'randomness', 'custom_hooks'):
+        assert soft.get(key) == hard.get(key), key
+    soft_train, hard_train = soft.train_dataloader.to_dict(), hard.train_dataloader.to_dict()
+    soft_pipeline = soft_train['dataset']['dataset'].pop('pipeline')
+    hard_pipeline = hard_train['dataset']['dataset'].pop('pipeline')
+    assert soft_train == hard_train
+    # the same transforms, with the soft mask loaded, resized bilinearly (SoftMaskResize) and packed
+    renamed = {'Resize': 'SoftMaskResize', 'PackSegInputs': 'PackSaliencyInputs'}
+    expected = [dict(t, type=renamed.get(t['type'], t['type'])) for t in hard_pipeline]
+    for t in expected:
+        if t['type'] == 'LoadBinaryAnnotations':
+            t['soft'] = True
+    assert soft_pipeline == expected
+    soft_model, hard_model = soft.model.to_dict(), hard.model.to_dict()
+    assert soft_model['auxiliary_head'].pop('loss_decode') == SOFT_AUX
+    hard_model['auxiliary_head'].pop('loss_decode')
+    if _method(path) == 'aslp':
+        assert soft_model.pop('soft_targets') is True
+    else:
+        assert (soft_model.pop('type'), hard_model.pop('type')) == ('SoftTargetEncoderDecoder', 'EncoderDecoder')
+    assert soft_model == hard_model

@@ -9,7 +9,8 @@ from .calibrated_encoder_decoder import (
 )
 from .gamma_net_encoder_decoder import GammaNetEncoderDecoder
 from .rankmixup_encoder_decoder import RankMixupEncoderDecoder
+from .soft_targets import SoftTargetEncoderDecoder
 
-__all__ = ['ASLPEncoderDecoder', 'GammaNetEncoderDecoder',
+__all__ = ['ASLPEncoderDecoder', 'GammaNetEncoderDecoder', 'SoftTargetEncoderDecoder',
            'RankMixupEncoderDecoder', 'CalibratedEncoderDecoder', 'CALIBRATOR_ALIASES', 'BINARY_CALIBRATOR_ALIASES',
            'resolve_calibrator_method', 'image_at_logits_size']

@@ -24,6 +24,10 @@ a pixel came from, so the state lives here, in the segmentor:
   DDP mmengine's ``MMDistributedDataParallel.train_step`` would never call this ``train_step``: configs set
   ``model_wrapper_cfg=dict(type='TrainStepDelegatingDDP')`` (the hook refuses other wrappers). The ASLP
   buffers are kept out of DDP's buffer broadcast;
+* **soft targets** (``soft_targets=True``): SC-BCE and the statistics :math:`\mathrm{BCE}_i` take the grey-level
+  masks / 255 (``data_sample.gt_soft_mask``, resized bilinearly, not thresholded) instead of the binarised labels,
+  as the reference code trains; the auxiliary heads' losses get them too (see :mod:`.soft_targets`). The
+  held-out accuracy and evaluation use the binarised masks;
 * **reproducible draws**: SC-BCE draws with its own generator. When the loss has a ``seed``, its generator is
   re-seeded before every step from ``(seed, rank, step)``, so a resumed run draws exactly what the
   uninterrupted run drew (a generator state is not part of a checkpoint).
@@ -47,7 +51,6 @@ import torch
 from mmengine.dist import all_gather, get_rank, get_world_size
 from mmengine.optim import OptimWrapper
 from mmseg.models.segmentors import EncoderDecoder
-from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.utils import add_prefix
 from torch import Tensor, nn
@@ -55,6 +58,7 @@ from torch import Tensor, nn
 from ...functional.losses.aslp import aslp_alpha_update, aslp_image_statistics, validate_aslp_args
 from ..losses.scbce import SCBCELoss
 from ..wrappers import DelegatedTrainStepMixin
+from .soft_targets import SoftTargetMixin, head_loss_modules, head_losses
 
 __all__ = ['ASLPEncoderDecoder', 'aslp_table_keys', 'key_hash']
 
@@ -93,7 +97,7 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
 
 
 @MODELS.register_module()
-class ASLPEncoderDecoder(DelegatedTrainStepMixin, EncoderDecoder):
+class ASLPEncoderDecoder(DelegatedTrainStepMixin, SoftTargetMixin, EncoderDecoder):
     r"""mmseg's ``EncoderDecoder`` with ASLP's per-image :math:`\alpha` table (module docstring).
 
     Args:
@@ -104,19 +108,22 @@ class ASLPEncoderDecoder(DelegatedTrainStepMixin, EncoderDecoder):
         alpha_margin: the table is clipped to ``[0, 1/(2 beta) - alpha_margin]`` (reference 0.01).
         prob_clamp: :math:`p` is clamped to ``[prob_clamp, 1 - prob_clamp]`` in BCE_i and CAL_i (reference
             1e-7; 0 disables it).
+        soft_targets: train on the soft masks (``data_sample.gt_soft_mask``) instead of the binarised labels
+            (module docstring); every loss of the decode and auxiliary heads must accept soft targets.
         backbone, decode_head, neck, auxiliary_head, train_cfg, test_cfg, data_preprocessor, pretrained,
         init_cfg: as in mmseg's ``EncoderDecoder``. The decode head must have ``out_channels=1`` and at
             least one ``SCBCELoss`` with ``alpha=None`` (its ``beta`` is the update's :math:`\beta`; several
             adaptive SC-BCE losses must share one ``beta``).
 
     Raises:
-        ValueError: at construction, on bad hyper-parameters, a multi-channel decode head, or no adaptive
-            ``SCBCELoss`` in the decode head.
+        ValueError: at construction, on bad hyper-parameters, a multi-channel decode head, no adaptive
+            ``SCBCELoss`` in the decode head, or (``soft_targets=True``) a head or loss that cannot take soft
+            targets.
     """
 
     def __init__(self, backbone: dict, decode_head: dict, *, update_from_epoch: int = 6, eta: float = 0.002,
                  lam: float = 2000.0, alpha_margin: float = 0.01, prob_clamp: float = 1e-7,
-                 neck: Optional[dict] = None, auxiliary_head: Optional[dict] = None,
+                 soft_targets: bool = False, neck: Optional[dict] = None, auxiliary_head: Optional[dict] = None,
                  train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None, pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -154,6 +161,7 @@ class ASLPEncoderDecoder(DelegatedTrainStepMixin, EncoderDecoder):
         self._aslp_root: Optional[str] = None
         self.aslp_updating = False
         self._aslp_batch: Optional[Tuple[Tensor, Tensor, Tensor, Tensor]] = None
+        self._init_soft_targets(soft_targets)
 
     # ------------------------------------------------------------------------------------------- table
     @property
@@ -240,8 +248,7 @@ class ASLPEncoderDecoder(DelegatedTrainStepMixin, EncoderDecoder):
 
     # -------------------------------------------------------------------------------------------- loss
     def _decode_losses(self) -> List[nn.Module]:
-        losses = self.decode_head.loss_decode
-        return list(losses) if isinstance(losses, nn.ModuleList) else [losses]
+        return head_loss_modules(self.decode_head)
 
     def loss(self, inputs: Tensor, data_samples: list) -> Dict[str, Tensor]:
         """mmseg's ``EncoderDecoder.loss`` with the batch's per-image :math:`\\alpha` given to adaptive SC-BCE."""
@@ -252,35 +259,22 @@ class ASLPEncoderDecoder(DelegatedTrainStepMixin, EncoderDecoder):
         return losses
 
     def _aslp_decode_loss(self, x: List[Tensor], data_samples: list) -> Dict[str, Tensor]:
-        """The decode head's ``loss_by_feat``, with ``alpha`` passed to adaptive SC-BCE and the stats kept."""
+        """The decode head's losses (:func:`.soft_targets.head_losses`), with ``alpha`` passed to adaptive SC-BCE
+        and the batch's statistics kept for the update."""
         head = self.decode_head
         index = self.aslp_indices([sample.metainfo['img_path'] for sample in data_samples])
-        seg_logits = head.forward(x)
-        seg_label = head._stack_batch_gt(data_samples)
-        seg_logits = resize(seg_logits, size=seg_label.shape[2:], mode='bilinear', align_corners=head.align_corners)
-        seg_weight = head.sampler.sample(seg_logits, seg_label) if head.sampler is not None else None
-        seg_label = seg_label.squeeze(1)
         alpha = self.aslp_alpha[index]
         step = int(self.aslp_steps)
-        losses: Dict[str, Tensor] = {}
-        for loss_module in self._decode_losses():
-            kwargs = {}
-            if isinstance(loss_module, SCBCELoss) and loss_module.alpha is None:
-                kwargs['alpha'] = alpha
-                if loss_module.seed is not None:
-                    loss_module.generator.manual_seed(_step_seed(loss_module.seed, get_rank(), step))
-            value = loss_module(seg_logits, seg_label, weight=seg_weight, ignore_index=head.ignore_index, **kwargs)
-            name = loss_module.loss_name
-            losses[name] = losses[name] + value if name in losses else value
-        stats = aslp_image_statistics(seg_logits, seg_label, ignore_index=head.ignore_index,
-                                      prob_clamp=self.prob_clamp)
+        adaptive = [m for m in self._decode_losses() if isinstance(m, SCBCELoss) and m.alpha is None]
+        for loss_module in adaptive:
+            if loss_module.seed is not None:
+                loss_module.generator.manual_seed(_step_seed(loss_module.seed, get_rank(), step))
+        out = head_losses(head, head.forward(x), data_samples, soft_targets=self.soft_targets,
+                          loss_kwargs=lambda m: dict(alpha=alpha) if any(m is a for a in adaptive) else {})
+        stats = aslp_image_statistics(out.seg_logits, out.seg_label, ignore_index=head.ignore_index,
+                                      prob_clamp=self.prob_clamp, soft_target=out.soft_target)
         self._aslp_batch = (index, stats.bce, stats.cal, stats.num_pixels > 0)
-        with torch.no_grad():
-            valid = seg_label != head.ignore_index
-            pred = seg_logits[:, 0].sigmoid() > head.threshold  # mmseg's one-channel prediction rule
-            correct = ((pred.long() == seg_label) & valid).sum()
-            losses['acc_seg'] = 100.0 * correct.to(torch.float32) / valid.sum().clamp(min=1).to(torch.float32)
-        return losses
+        return out.losses
 
     # ---------------------------------------------------------------------------------------- training
     def train_step(self, data: Any, optim_wrapper: OptimWrapper,
