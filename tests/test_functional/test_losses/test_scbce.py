@@ -289,3 +289,18 @@ def test_bad_soft_targets_raise():
         bad[target != IGNORE] = bad[target != IGNORE].index_fill(0, torch.tensor([3]), bad_value)
         with pytest.raises(ValueError, match=r'soft_target must lie in \[0, 1\] at non-ignored pixels; 1 value'):
             scbce_loss(logits, target, alpha=0.1, expected=True, soft_target=bad)
+
+
+def test_soft_target_check_on_the_device_path_is_an_assertion(monkeypatch):
+    """On accelerators the range check is a device assertion (on CPU it fires at once, as a RuntimeError)."""
+    from calibseg.functional.losses import utils as loss_utils
+
+    monkeypatch.setattr(loss_utils, '_FORCE_DEVICE_PATH', True)
+    logits, target = _batch()
+    soft = _soft(target)
+    reference = scbce_loss(logits, target, alpha=0.1, expected=True, soft_target=soft)
+    monkeypatch.setattr(loss_utils, '_FORCE_DEVICE_PATH', False)
+    torch.testing.assert_close(reference, scbce_loss(logits, target, alpha=0.1, expected=True, soft_target=soft))
+    monkeypatch.setattr(loss_utils, '_FORCE_DEVICE_PATH', True)
+    with pytest.raises(RuntimeError, match=r'soft_target holds values outside \[0, 1\]'):
+        scbce_loss(logits, target, alpha=0.1, expected=True, soft_target=soft.masked_fill(target != IGNORE, 1.5))
