@@ -52,6 +52,10 @@ from torch import Tensor
 __all__ = ['CalibrationGrid', 'DEFAULT_GRID']
 
 _SHIFT = 18  # 23 mantissa bits - 5 sub-cell bits: ceil(bits / 2**18) numbers 1/32-octave slices
+_LUT_SHIFT = 12  # lookup-table buckets of 2**12 consecutive float32 bit patterns
+_LUT_CELL_BITS = 13  # a packed table entry: cell (13 bits) | in-bucket threshold (12 bits) << 13
+_ONE_BITS = 0x3F800000  # float32 bits of 1.0
+_LUTS: Dict[Tuple[Tuple[int, int, int], str], Optional[Tensor]] = {}
 
 
 def _code(v: np.ndarray) -> np.ndarray:
@@ -176,42 +180,48 @@ class CalibrationGrid:
         return self.index_and_double(confidences)[0].long()
 
     def index_and_double(self, confidences: Tensor, *, last_cell: bool = True,
-                         workspace: Optional[Dict[str, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+                         workspace: Optional[Dict[str, Tensor]] = None, tag: str = '') -> Tuple[Tensor, Tensor]:
         """Fine cell (int32) and the float64 copy of ``confidences`` (reused as bincount weights).
 
-        Branch-free: with ``k = ceil(c * G)`` (exact in float64), the cell is
+        Branch-free (no value is read back to the host): with ``k = ceil(c * G)`` (exact in float64), the cell is
         ``max(min(low(c), n_low - 1), min(k + n_low - 2, (k - 1) * n), min(n - 1 - low(1 - c), (k - G + 1) * n))``
         where ``low`` is the index among the low cells read off the float32 bits and ``n = n_cells``: the
         second term is negative for ``k <= 1`` (base cell 0), the third for ``k < G`` (not the last base cell).
 
         Args:
-            confidences: floating tensor with values in ``[0, 1]``.
+            confidences: floating tensor with values in ``[0, 1]`` (others give unspecified indices).
             last_cell: ``False`` skips the third term: confidences in the last base cell then get the index of
                 its first fine cell (for non-top-label probabilities, which are ``<= 1/2``).
             workspace: optional dict of reusable buffers; the returned tensors then live in it and are
-                overwritten by the next call with the same workspace.
+                overwritten by the next call with the same workspace and ``tag``.
+            tag: prefix of this call's buffer names in ``workspace`` (calls with different tags do not share).
         """
         shape = confidences.shape
         dev = confidences.device
         exact = confidences.dtype != torch.float64
         c32 = confidences.float()
         if exact:
-            c64 = _buffer(workspace, 'c64', shape, torch.float64, dev).copy_(confidences)
+            c64 = _buffer(workspace, tag + 'c64', shape, torch.float64, dev).copy_(confidences)
         else:
             c64 = confidences.contiguous()
         g, n_low, n = self.base_cells, self.n_low, self.n_cells
-        t64 = torch.mul(c64, g, out=_buffer(workspace, 't64', shape, torch.float64, dev)).ceil_()
-        k = _buffer(workspace, 'k', shape, torch.int32, dev).copy_(t64)
-        out = self._low_code_index(c32, _buffer(workspace, 'out', shape, torch.int32, dev),
-                                   _buffer(workspace, 'tmp', shape, torch.int32, dev))
+        t64 = torch.mul(c64, g, out=_buffer(workspace, tag + 't64', shape, torch.float64, dev)).ceil_()
+        k = _buffer(workspace, tag + 'k', shape, torch.int32, dev).copy_(t64)
+        out = self._low_code_index(c32, _buffer(workspace, tag + 'out', shape, torch.int32, dev),
+                                   _buffer(workspace, tag + 'tmp', shape, torch.int32, dev))
         out.clamp_max_(n_low - 1)
-        mid = torch.add(k, n_low - 2, out=_buffer(workspace, 'tmp', shape, torch.int32, dev))
+        mid = torch.add(k, n_low - 2, out=_buffer(workspace, tag + 'tmp', shape, torch.int32, dev))
         torch.minimum(mid, k.sub_(1).mul_(n), out=mid)
         torch.maximum(out, mid, out=out)
-        if last_cell and int(k.max()) >= (g - 1) * n:  # k was turned into (k - 1) * n above
-            s32 = (1.0 - c32) if exact else (1.0 - c64).float()  # exact (Sterbenz) where used
-            high = self._low_code_index(s32, torch.empty(shape, dtype=torch.int32, device=dev),
-                                        torch.empty(shape, dtype=torch.int32, device=dev))
+        if last_cell:  # k was turned into (k - 1) * n above
+            if exact:
+                s32 = torch.neg(c32, out=_buffer(workspace, tag + 's32', shape, torch.float32, dev)).add_(1.0)
+            else:
+                s64 = torch.neg(c64, out=t64).add_(1.0)
+                s32 = _buffer(workspace, tag + 's32', shape, torch.float32, dev).copy_(s64)
+            # 1 - c is exact (Sterbenz) where the third term is used
+            high = self._low_code_index(s32, _buffer(workspace, tag + 'high', shape, torch.int32, dev),
+                                        _buffer(workspace, tag + 'tmp', shape, torch.int32, dev))
             if not exact:
                 high.clamp_max_(n_low - 1)
             high.neg_().add_(n - 1)
@@ -219,6 +229,67 @@ class CalibrationGrid:
             torch.minimum(high, k.sub_((g - 2) * n), out=high)
             torch.maximum(out, high, out=out)
         return out, c64
+
+    def _lookup_table(self, device: torch.device) -> Optional[Tensor]:
+        """The packed table of :meth:`index_below_last_cell` on ``device`` (built once per process from
+        :meth:`index_and_double`), or ``None`` when a bucket of ``2**12`` float32 bit patterns holds two cell
+        edges or cells do not fit 13 bits (then the arithmetic path is used)."""
+        key = (self.state(), str(device))
+        if key not in _LUTS:
+            table = self._build_lookup_table()
+            _LUTS[key] = None if table is None else table.to(device)
+        return _LUTS[key]
+
+    def _build_lookup_table(self) -> Optional[Tensor]:
+        if self.n_cells >= 1 << _LUT_CELL_BITS:
+            return None
+        span = 1 << _LUT_SHIFT
+        start = torch.arange((_ONE_BITS >> _LUT_SHIFT) + 1, dtype=torch.int64) << _LUT_SHIFT
+
+        def cells(offset: Tensor) -> Tensor:
+            bits = (start + offset).clamp_max(_ONE_BITS).to(torch.int32)
+            return self.index_and_double(bits.view(torch.float32), last_cell=False)[0].long()
+
+        first = cells(torch.zeros_like(start))
+        last = cells(torch.full_like(start, span - 1))
+        if int((last - first).max()) > 1:
+            return None
+        lo, hi = torch.zeros_like(start), torch.full_like(start, span - 1)
+        for _ in range(_LUT_SHIFT + 1):  # largest offset still in the first cell of the bucket
+            mid = (lo + hi + 1) // 2
+            same = cells(mid) == first
+            lo, hi = torch.where(same, mid, lo), torch.where(same, hi, mid - 1)
+        threshold = torch.where(last > first, lo, torch.full_like(lo, span - 1))
+        return (first | (threshold << _LUT_CELL_BITS)).to(torch.int32)
+
+    def index_below_last_cell(self, confidences: Tensor, *, workspace: Optional[Dict[str, Tensor]] = None,
+                              tag: str = '', out: Optional[Tensor] = None) -> Tensor:
+        """:meth:`index_and_double` with ``last_cell=False`` (int32) of float32 values, by table lookup.
+
+        The fine cell is a non-decreasing function of the float32 bit pattern ``b``; every bucket of ``2**12``
+        consecutive patterns holds at most one cell edge, so a table entry per bucket (its first cell and the
+        offset ``t`` of the edge) gives ``cell(b) = first + [b mod 2**12 > t]`` in a few integer passes
+        (``~3x`` faster than the float64 arithmetic on CPU). Values outside ``[0, 1]`` (NaN included) get some
+        valid cell. Falls back to :meth:`index_and_double` for other grids and dtypes. ``out``: an int32 tensor
+        of the input's shape to write the cells into (any strides).
+        """
+        table = self._lookup_table(confidences.device) if confidences.dtype == torch.float32 else None
+        if table is None:
+            cells = self.index_and_double(confidences, last_cell=False, workspace=workspace, tag=tag)[0]
+            return cells if out is None else out.copy_(cells)
+        shape, dev = confidences.shape, confidences.device
+        bits = confidences.view(torch.int32)
+        key = torch.bitwise_right_shift(bits, _LUT_SHIFT, out=_buffer(workspace, tag + 'key', shape, torch.int32,
+                                                                        dev))
+        key.clamp_(0, table.shape[0] - 1)
+        entry = _buffer(workspace, tag + 'entry', shape, torch.int32, dev)
+        torch.index_select(table, 0, key.view(-1), out=entry.view(-1))
+        low = torch.bitwise_and(bits, (1 << _LUT_SHIFT) - 1, out=key)
+        above = torch.bitwise_right_shift(entry, _LUT_CELL_BITS, out=_buffer(workspace, tag + 'above', shape,
+                                                                             torch.int32, dev))
+        above.sub_(low).bitwise_right_shift_(31)  # -1 where b mod 2**12 > t, else 0
+        out = torch.bitwise_and(entry, (1 << _LUT_CELL_BITS) - 1, out=entry if out is None else out)
+        return out.sub_(above)
 
     def _low_code_index(self, v32: Tensor, out: Tensor, tmp: Tensor) -> Tensor:
         """Index among the low cells (zero, tiny, log sub-cells) of float32 values ``v >= 0``, into ``out``.

@@ -2,9 +2,19 @@
 
 Every check raises a ``ValueError`` that names the problem (and, with ``name``, the sample), never an
 ``assert``; the value checks look only at evaluated pixels (ignored pixels may hold anything).
+
+**Deferred checks (no host-device synchronisation).** The statistics' update never reads a value back to the
+host: per chunk, :func:`flag_problems` counts the evaluated pixels with non-finite inputs, probabilities outside
+``[0, 1]``, labels outside ``[0, K)`` (not ``ignore_index``) or class probabilities that do not sum to 1, into a
+small float64 *problem vector* on the inputs' device (fields :data:`PROBLEM_FIELDS`; the offending pixels are
+left out of the statistics). :meth:`CalibrationStatistics.update` reads that vector once at its end and raises
+the readable errors of :func:`check_labels`, :func:`check_values` and :func:`check_prob_sums` (one
+synchronisation per call); with ``defer_checks=True`` it keeps the vector instead, and
+:func:`describe_problems` words the error raised when metrics are computed (what
+:class:`~calibseg.evaluation.PixelCalibrationMetric` does in mmseg's test loop).
 """
 import math
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -13,7 +23,8 @@ from calibseg.utils import validation
 from calibseg.utils.validation import check_choice
 
 __all__ = ['INPUT_TYPES', 'PROB_SUM_ATOL', 'check_input_type', 'iter_multiclass_blocks', 'iter_binary_chunks',
-           'valid_columns', 'check_labels', 'check_values', 'check_prob_sums', 'prob_sum_tolerance', 'values_ok']
+           'valid_columns', 'check_labels', 'check_values', 'check_prob_sums', 'prob_sum_tolerance', 'values_ok',
+           'PROBLEM_FIELDS', 'new_problems', 'merge_problems', 'flag_problems', 'describe_problems']
 
 INPUT_TYPES = ('logits', 'probs')
 #: largest accepted ``|Σ_k p_k - 1|`` of a pixel's class probabilities (``input_type='probs'``), by input dtype:
@@ -168,3 +179,113 @@ def check_values(x: Tensor, input_type: str, name: Optional[str]) -> None:
     if input_type == 'probs' and (lo < 0.0 or hi > 1.0):
         raise ValueError(f"{_prefix(name)}input_type='probs' but inputs have values outside [0, 1] "
                          f'(min {lo!r}, max {hi!r}); pass logits with input_type=\'logits\'')
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Deferred checks
+# ------------------------------------------------------------------------------------------------------------
+#: fields of the problem vector: pixel counts (``nonfinite``, ``range``, ``labels``, ``sums``), the smallest and
+#: largest offending probability and label, and the largest ``|Σ_k p_k - 1|`` among pixels that fail the sum check
+PROBLEM_FIELDS = ('nonfinite', 'range', 'range_min', 'range_max', 'labels', 'label_min', 'label_max', 'sums',
+                  'sum_dev')
+_COUNTS = [0, 1, 4, 7]
+_MINS = [2, 5]
+_MAXES = [3, 6, 8]
+_INIT = (0.0, 0.0, math.inf, -math.inf, 0.0, math.inf, -math.inf, 0.0, 0.0)
+
+
+def new_problems(device: torch.device, out: Optional[Tensor] = None) -> Tensor:
+    """An empty problem vector (float64, ``len(PROBLEM_FIELDS)``), or ``out`` reset to one in place."""
+    if out is None:
+        out = torch.empty(len(PROBLEM_FIELDS), dtype=torch.float64, device=device)
+    for i, v in enumerate(_INIT):
+        out[i:i + 1].fill_(v)  # fills, not a host-to-device copy
+    return out
+
+
+def merge_problems(into: Tensor, other: Tensor) -> Tensor:
+    """Merge the problem vector ``other`` into ``into`` (counts add, minima and maxima combine) in place."""
+    into[:2] += other[:2]
+    into[4:5] += other[4:5]
+    into[7:8] += other[7:8]
+    torch.minimum(into[2:3], other[2:3], out=into[2:3])
+    torch.minimum(into[5:6], other[5:6], out=into[5:6])
+    torch.maximum(into[3:4], other[3:4], out=into[3:4])
+    torch.maximum(into[6:7], other[6:7], out=into[6:7])
+    torch.maximum(into[8:9], other[8:9], out=into[8:9])
+    return into
+
+
+def _masked_extreme(values: Tensor, mask: Tensor, fill: float, reduce) -> Tensor:
+    """``reduce`` (``amin``/``amax``) of ``values`` where ``mask``, ``fill`` where not (``P >= 1`` values)."""
+    return reduce(torch.where(mask, values, fill))
+
+
+def flag_problems(problems: Tensor, *, keep: Tensor, labels: Tensor, clamped: Tensor, finite: Optional[Tensor],
+                  low: Optional[Tensor] = None, high: Optional[Tensor] = None, sums: Optional[Tensor] = None,
+                  sum_tolerance: float = 1e-3) -> Tensor:
+    """Flag one chunk's problems into ``problems`` (in place, no readback) and return the pixels to leave out.
+
+    Args:
+        problems: the problem vector (see :data:`PROBLEM_FIELDS`).
+        keep: ``(P,)`` bool, the evaluated pixels (not ignored).
+        labels: ``(P,)`` integer labels.
+        clamped: ``labels.clamp(0, K - 1)`` (a label differs from it iff it is outside ``[0, K)``).
+        finite: ``(P,)`` bool, pixels whose inputs are all finite, or ``None`` when all are known to be.
+        low, high: ``(P,)`` smallest and largest probability of every pixel, for the ``[0, 1]`` check of
+            ``input_type='probs'`` (``None`` for logits).
+        sums: ``(P,)`` float64 class sums of multi-class probabilities, or ``None``.
+        sum_tolerance: largest accepted ``|sums - 1|``.
+
+    Returns:
+        ``(P,)`` bool: pixels to leave out of the statistics (ignored, or evaluated with a problem).
+    """
+    bad_label = clamped != labels
+    bad_label &= keep
+    big = torch.iinfo(labels.dtype).max
+    problems[4:5] += bad_label.sum()
+    torch.minimum(problems[5:6], _masked_extreme(labels, bad_label, big, torch.amin), out=problems[5:6])
+    torch.maximum(problems[6:7], _masked_extreme(labels, bad_label, -big, torch.amax), out=problems[6:7])
+    drop = ~keep
+    drop |= bad_label
+    if finite is not None:
+        bad = keep & ~finite  # evaluated pixels with a NaN or an infinite value
+        problems[0:1] += bad.sum()
+        drop |= bad
+    if low is not None:
+        out_of_range = (low < 0) | (high > 1)
+        out_of_range &= ~drop
+        problems[1:2] += out_of_range.sum()
+        torch.minimum(problems[2:3], _masked_extreme(low.double(), out_of_range, math.inf, torch.amin),
+                      out=problems[2:3])
+        torch.maximum(problems[3:4], _masked_extreme(high.double(), out_of_range, -math.inf, torch.amax),
+                      out=problems[3:4])
+        drop |= out_of_range
+    if sums is not None:
+        dev = (sums - 1.0).abs_()
+        bad_sum = (dev > sum_tolerance) & ~drop
+        problems[7:8] += bad_sum.sum()
+        torch.maximum(problems[8:9], _masked_extreme(dev, bad_sum, 0.0, torch.amax), out=problems[8:9])
+        drop |= bad_sum
+    return drop
+
+
+def describe_problems(values: Sequence[float], *, num_classes: int, ignore_index: Optional[int],
+                      input_type: str, sum_tolerance: float = 1e-3) -> list:
+    """Sentences naming the problems of a problem vector read back as floats (empty when there are none)."""
+    v = dict(zip(PROBLEM_FIELDS, values))
+    out = []
+    if v['labels']:
+        out.append(f"labels of {int(v['labels'])} evaluated pixel(s) are outside [0, {num_classes}) and not "
+                   f"ignore_index={ignore_index} (values from {int(v['label_min'])} to {int(v['label_max'])})")
+    if v['nonfinite']:
+        out.append(f"inputs ({input_type}) of {int(v['nonfinite'])} evaluated pixel(s) contain NaN or inf values")
+    if v['range']:
+        out.append(f"input_type='probs' but inputs of {int(v['range'])} evaluated pixel(s) have values outside "
+                   f"[0, 1] (min {v['range_min']!r}, max {v['range_max']!r}); pass logits with "
+                   "input_type='logits'")
+    if v['sums']:
+        out.append(f"input_type='probs' but the class probabilities of {int(v['sums'])} evaluated pixel(s) do not "
+                   f"sum to 1 (largest |sum - 1| {v['sum_dev']!r}; tolerance {sum_tolerance}); normalise them, or "
+                   "pass logits with input_type='logits'")
+    return out

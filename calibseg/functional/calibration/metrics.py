@@ -51,9 +51,11 @@ _PCT = 100.0
 
 
 def check_nonempty(stats: CalibrationStatistics) -> int:
-    """``N`` of the statistics; a ``ValueError`` when no pixel was accumulated (metrics undefined)."""
+    """``N`` of the statistics; a ``ValueError`` when no pixel was accumulated (metrics undefined) or when deferred
+    updates kept value problems (:meth:`CalibrationStatistics.check_problems`)."""
     if not isinstance(stats, CalibrationStatistics):
         raise ValueError(f'expected CalibrationStatistics, got {type(stats).__name__}')
+    stats.check_problems()
     n = stats.num_pixels
     if n <= 0:
         raise ValueError('no valid pixel was accumulated (every pixel ignored, or no update): calibration '

@@ -114,3 +114,30 @@ def test_grid_is_frozen_and_validated():
     vals = random_values(1000)
     idx = small.index(vals)
     assert torch.equal(small.base_id[idx], torch.clamp(torch.ceil(vals.double() * 60) - 1, min=0).long())
+
+
+def test_lookup_table_equals_the_arithmetic_cells():
+    g = DEFAULT_GRID
+    vals = torch.cat([edge_values(), random_values(100_000, seed=3)])
+    vals = vals[vals <= 0.5]  # where the shortcut is used: non-top-label probabilities
+    want = g.index_and_double(vals, last_cell=False)[0]
+    assert torch.equal(g.index_below_last_cell(vals), want)
+    # every float32 pattern of the first 2**22 (zero, tiny, the log sub-cells) and of the top of [0, 1]
+    for lo, hi in ((0, 1 << 22), (0x3F000000 - (1 << 22), 0x3F800000 + 1)):
+        v = torch.arange(lo, hi, dtype=torch.int32).view(torch.float32)
+        assert torch.equal(g.index_below_last_cell(v), g.index_and_double(v, last_cell=False)[0])
+    ws = {}
+    m = vals.numel() // 4 * 4
+    a = g.index_below_last_cell(vals[:m].view(4, -1), workspace=ws, tag='t')
+    assert a.shape == (4, m // 4) and torch.equal(a.view(-1), want[:m])
+    # values outside [0, 1] (NaN, inf, negative) still get a valid cell
+    odd = g.index_below_last_cell(torch.tensor([float('nan'), float('inf'), -float('inf'), -1.0, 2.0, -0.0]))
+    assert bool(((odd >= 0) & (odd < g.n_cells)).all())
+    # float64 and grids whose buckets hold two edges fall back to the arithmetic path
+    assert torch.equal(g.index_below_last_cell(vals.double()), g.index_and_double(vals.double(), last_cell=False)[0])
+    fine = CalibrationGrid(base_cells=2 ** 20, octaves=2)
+    assert fine._lookup_table(torch.device('cpu')) is None
+    assert torch.equal(fine.index_below_last_cell(vals), fine.index_and_double(vals, last_cell=False)[0])
+    small = CalibrationGrid(base_cells=60, octaves=4)
+    assert small._lookup_table(torch.device('cpu')) is not None
+    assert torch.equal(small.index_below_last_cell(vals), small.index_and_double(vals, last_cell=False)[0])

@@ -298,3 +298,44 @@ def test_parallel_workers_equal_serial(oracle, kind):
     close_state(serial, parallel)
     with pytest.raises(ValueError, match='num_workers'):
         CalibrationStatistics(4, input_type='probs', num_workers=0)
+
+
+def test_deferred_checks_keep_the_problems_and_leave_the_pixels_out(oracle):
+    x, y = oracle.make_logits(600, 4, seed=13)
+    bad_x, bad_y = x.clone(), y.clone()
+    bad_y[:3] = torch.tensor([4, -2, 9])
+    bad_x[10, 2] = float('nan')
+    bad_x[11, 0] = float('-inf')
+    keep = torch.ones(600, dtype=torch.bool)
+    keep[[0, 1, 2, 10, 11]] = False
+    s = CalibrationStatistics(4, input_type='logits', chunk_size=128).update(bad_x, bad_y, defer_checks=True)
+    ref = CalibrationStatistics(4, input_type='logits').update(x[keep], y[keep])
+    close_state(s, ref, rtol=1e-6)  # float32 softmax rounding may move with a pixel's position in a chunk
+    pr = s.problems
+    assert (pr['labels'], pr['label_min'], pr['label_max'], pr['nonfinite']) == (3, -2, 9, 2)
+    with pytest.raises(ValueError, match=r'^img: labels of 3 .*outside \[0, 4\).*from -2 to 9.*2 evaluated '
+                                         r'pixel\(s\) contain NaN or inf'):
+        s.check_problems('img')
+    with pytest.raises(ValueError, match='labels of 3'):
+        calibration_metrics(s)
+    merged = CalibrationStatistics(4, input_type='logits').update(x, y).merge(s)
+    assert merged.problems['labels'] == 3  # problems travel with merges and copies, not with to_tensor
+    assert merged.copy().problems['nonfinite'] == 2 and merged.from_tensor(merged.to_tensor()).problems['labels'] == 0
+    assert s.reset().problems['labels'] == 0 and s.num_pixels == 0
+    # probabilities: out of range and not summing to one
+    p = torch.softmax(x, 1)
+    p[5] = torch.tensor([0.5, 0.5, 0.5, 0.5])
+    p[6, 0] = 1.5
+    sp = CalibrationStatistics(4, input_type='probs').update(p, y, defer_checks=True)
+    assert sp.problems['range'] == 1 and sp.problems['range_max'] == 1.5
+    assert sp.problems['sums'] == 1 and sp.problems['sum_dev'] == pytest.approx(1.0)
+    assert sp.num_pixels == 598
+    with pytest.raises(ValueError, match=r"outside \[0, 1\].*do not sum to 1"):
+        sp.check_problems()
+    b = BinaryCalibrationStatistics(input_type='probs').update(torch.tensor([0.2, float('nan'), 0.7, 0.9]),
+                                                               torch.tensor([0, 1, 3, 255]), defer_checks=True)
+    assert b.num_pixels == 1 and b.problems['labels'] == 1 and b.problems['nonfinite'] == 1
+    # without defer_checks the same inputs raise the readable errors at once, the state unchanged
+    with pytest.raises(ValueError, match=r'\[-2, 4, 9\] outside \[0, 4\)'):
+        s.update(bad_x, bad_y)
+    assert s.num_pixels == 0
