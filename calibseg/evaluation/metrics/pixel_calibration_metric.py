@@ -1,4 +1,13 @@
-"""Per-pixel calibration metrics for mmseg's val/test loops, exact and in bounded memory on 1 or N processes."""
+"""Per-pixel calibration metrics for mmseg's val/test loops, exact and in bounded memory on 1 or N processes.
+
+The per-sample update of the pooled metrics reads nothing back to the host, so it never stalls a GPU pipeline:
+the statistics stay on the device of ``seg_logits``, and value problems (NaN/inf scores, labels outside
+``[0, K)`` that are not ``ignore_index``, probabilities outside ``[0, 1]`` or not summing to 1) are counted on
+the device and raised by ``evaluate()`` with the first offending sample's ``img_path`` (the offending pixels are
+left out meanwhile). Exceptions: ``aggregation='per_image'`` computes every image's metrics (so it reads each
+image's values back and raises at once), ``boundary_width``/``distance_bands`` compute label-boundary distances
+with OpenCV on the CPU, and :class:`BinaryCalibrationMetric` looks for unconverted 0/255 masks per sample.
+"""
 from __future__ import annotations
 
 import logging
@@ -20,6 +29,8 @@ from ...functional.calibration import (
     classwise_table,
     reliability_bins,
 )
+from ...functional.calibration.inputs import PROBLEM_FIELDS, describe_problems, merge_problems
+from ...functional.calibration.parallel import release_buffers
 from ...functional.calibration.spatial import SpatialCalibrationStatistics, band_values
 from ...utils.distributed import sum_across_ranks
 from ..message_keys import RELIABILITY_INFO_PREFIX
@@ -75,13 +86,15 @@ class _CalibrationMetricBase(BaseMetric):
         self.input_type = input_type
         self.reliability_bins = int(reliability_bins)
         self._accumulator = PaddingAwareAccumulator(self._add)
+        self._scratch: List[CalibrationStatistics] = []
+        self._reset_problems()
         self._keys: Optional[List[str]] = None
         self._new_statistics(num_classes=3)  # fail now, not after the first val epoch, on a bad input_type
         self._spatial_edges = sorted(set(([self.boundary_width] if self.boundary_width is not None else [])
                                          + list(self.distance_bands or ())))
 
     # ------------------------------------------------------------------ hooks for subclasses
-    def _new_statistics(self, num_classes: int) -> CalibrationStatistics:
+    def _new_statistics(self, num_classes: int, device: Union[str, torch.device] = 'cpu') -> CalibrationStatistics:
         raise NotImplementedError
 
     def _sample_tensors(self, data_sample: dict):
@@ -114,14 +127,68 @@ class _CalibrationMetricBase(BaseMetric):
     @staticmethod
     def _add(total, sample):
         """Sum ``(statistics, spatial statistics or None)`` pairs (pooled) or per-image value vectors
-        (per_image); ``None`` adds nothing."""
+        (per_image); ``None`` adds nothing. The pooled samples are reused scratch objects: the total copies."""
         if sample is None:
             return total
+        if isinstance(sample, tuple):
+            if total is None:
+                return tuple(s.copy() if s is not None else None for s in sample)
+            return tuple(t.merge(s) if t is not None else None for t, s in zip(total, sample))
         if total is None:
             return sample
-        if isinstance(total, tuple):
-            return tuple(t.merge(s) if t is not None else None for t, s in zip(total, sample))
         return total + sample
+
+    def _scratch_statistics(self, device: torch.device) -> CalibrationStatistics:
+        """A zeroed statistics object on ``device`` for the next sample: two are reused in turn (the previous
+        sample's is still pending in the accumulator, the one before was merged into the total)."""
+        k = self._num_classes()
+        scratch = self._scratch
+        if len(scratch) < 2 or scratch[0].device != device or scratch[0].num_classes != k:
+            scratch[:] = [self._new_statistics(k, device) for _ in range(2)]
+        scratch.reverse()
+        return scratch[0].reset()
+
+    # ------------------------------------------------------------------ deferred value checks
+    def _reset_problems(self) -> None:
+        self._problems = None  # merged problem vector of the pooled samples (on their device)
+        self._first_bad: Optional[torch.Tensor] = None  # index of the first sample with a problem, -1 if none
+        self._names: List[Optional[str]] = []
+
+    def _note_problems(self, stats: CalibrationStatistics, name: Optional[str]) -> None:
+        """Fold a deferred update's problems into the metric's and remember the first offending sample (no
+        readback: device operations only)."""
+        problems = stats._problems
+        if self._problems is None:
+            self._problems = problems.clone()
+            self._first_bad = torch.full((), -1, dtype=torch.int64, device=problems.device)
+        else:
+            merge_problems(self._problems, problems)
+        bad = problems[0:2].sum() + problems[4] + problems[7] > 0
+        self._first_bad.masked_fill_(bad & (self._first_bad < 0), len(self._names))
+        self._names.append(name)
+
+    def _problem_counts(self) -> torch.Tensor:
+        """``(4,)`` float64 counts of the problems kept so far (zeros when none), on the CPU."""
+        if self._problems is None:
+            return torch.zeros(4, dtype=torch.float64)
+        p = self._problems
+        return torch.stack([p[0], p[1], p[4], p[7]]).cpu()
+
+    def _raise_problems(self, counts: torch.Tensor) -> None:
+        """Raise the deferred value problems (``counts`` summed over the ranks) as one readable error."""
+        if not bool((counts > 0).any()):
+            return
+        local = self._problems.tolist() if self._problems is not None else [0.0] * len(PROBLEM_FIELDS)
+        first = int(self._first_bad) if self._first_bad is not None else -1
+        words = describe_problems(local, num_classes=self._num_classes(), ignore_index=self.ignore_index,
+                                  input_type=self.input_type)
+        where = (f' (first in sample {first}: {self._names[first]})' if first >= 0 and self._names[first] else
+                 f' (first in sample {first})' if first >= 0 else ' (on another process)')
+        total = int(counts.sum())
+        detail = '; '.join(words) if words else f'{total} evaluated pixel(s) with invalid values'
+        raise ValueError(f'{type(self).__name__}: {detail}{where}. These pixels were left out of the statistics; '
+                         'fix the data, the ignore_index or the input_type (statistics.update() without '
+                         'defer_checks lists the offending values of a sample)')
 
     def _compute(self, stats: CalibrationStatistics) -> Dict[str, float]:
         if self.metrics_mode == 'headline':
@@ -149,15 +216,22 @@ class _CalibrationMetricBase(BaseMetric):
         return self._keys
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
-        """Reduce each sample's ``seg_logits`` and ``gt_sem_seg`` to statistics (no per-pixel state kept)."""
+        """Reduce each sample's ``seg_logits`` and ``gt_sem_seg`` to statistics (no per-pixel state kept).
+
+        Pooled statistics are accumulated on the scores' device without any readback (value problems are
+        raised by :meth:`evaluate`); ``per_image`` computes (and checks) every image at once.
+        """
         for data_sample in data_samples:
             inputs, labels = self._sample_tensors(data_sample)
             name = data_sample.get('img_path', None)
-            stats = self._new_statistics(self._num_classes())
-            stats.update(inputs, labels, name=name)
             if self.aggregation == 'per_image':
+                stats = self._new_statistics(self._num_classes())
+                stats.update(inputs, labels, name=name)
                 self._accumulator.push(self._per_image_record(stats))
             else:
+                stats = self._scratch_statistics(inputs.device)
+                stats.update(inputs, labels, name=name, defer_checks=True)
+                self._note_problems(stats, name)
                 spatial = self._new_spatial(self._num_classes())
                 if spatial is not None:
                     spatial.update(inputs, labels, name=name)
@@ -181,11 +255,16 @@ class _CalibrationMetricBase(BaseMetric):
         """Merge the statistics of every rank (without padding duplicates) and compute the metrics."""
         total = self._accumulator.finish(size)
         self._accumulator.reset()
+        self._scratch.clear()
         self.results.clear()
-        if self.aggregation == 'per_image':
-            metrics = self._evaluate_per_image(total)
-        else:
-            metrics = self._evaluate_pooled(total)
+        release_buffers()  # the statistics' scratch buffers, until the next evaluation
+        try:
+            if self.aggregation == 'per_image':
+                metrics = self._evaluate_per_image(total)
+            else:
+                metrics = self._evaluate_pooled(total)
+        finally:
+            self._reset_problems()
         if self.prefix:
             metrics = {f'{self.prefix}/{k}': v for k, v in metrics.items()}
         return metrics
@@ -193,11 +272,14 @@ class _CalibrationMetricBase(BaseMetric):
     def _evaluate_pooled(self, total: Optional[tuple]) -> Dict[str, float]:
         k = self._num_classes()
         stats, spatial = total if total is not None else (self._new_statistics(k), self._new_spatial(k))
-        parts = [stats.to_tensor()] + ([spatial.to_tensor()] if spatial is not None else [])
-        merged = sum_across_ranks(torch.cat(parts))  # one collective for both
+        stats = self._new_statistics(k).from_tensor(stats.to_tensor('cpu'))  # evaluated on the CPU
+        parts = [stats.to_tensor(), self._problem_counts()] + ([spatial.to_tensor()] if spatial is not None else [])
+        merged = sum_across_ranks(torch.cat(parts))  # one collective for all
+        n_problems = 4
+        self._raise_problems(merged[stats.state_size:stats.state_size + n_problems])
         stats = stats.from_tensor(merged[:stats.state_size])
         if spatial is not None:
-            spatial = spatial.from_tensor(merged[stats.state_size:])
+            spatial = spatial.from_tensor(merged[stats.state_size + n_problems:])
         if stats.num_pixels == 0:
             raise ValueError(f'{type(self).__name__}: no valid pixel in the whole evaluation (every label is '
                              f'ignore_index={self.ignore_index}, or nothing was processed)')
@@ -339,10 +421,10 @@ class PixelCalibrationMetric(_CalibrationMetricBase):
                              'val/test dataset) to know the number of classes')
         return len(classes)
 
-    def _new_statistics(self, num_classes: int) -> CalibrationStatistics:
+    def _new_statistics(self, num_classes: int, device: Union[str, torch.device] = 'cpu') -> CalibrationStatistics:
         return CalibrationStatistics(num_classes, input_type=self.input_type, ignore_index=self.ignore_index,
                                      exclude_background=self.exclude_background,
-                                     classwise=self._needs_classwise())
+                                     classwise=self._needs_classwise(), device=device)
 
     def _needs_classwise(self) -> bool:
         families = self.metric_families
@@ -395,9 +477,9 @@ class BinaryCalibrationMetric(_CalibrationMetricBase):
         classes = (self.dataset_meta or {}).get('classes')
         return list(classes) if classes and len(classes) == 2 else ['background', 'foreground']
 
-    def _new_statistics(self, num_classes: int) -> CalibrationStatistics:
+    def _new_statistics(self, num_classes: int, device: Union[str, torch.device] = 'cpu') -> CalibrationStatistics:
         return BinaryCalibrationStatistics(input_type=self.input_type, threshold=self.threshold,
-                                           ignore_index=self.ignore_index)
+                                           ignore_index=self.ignore_index, device=device)
 
     def _sample_tensors(self, data_sample: dict):
         probs, labels = super()._sample_tensors(data_sample)
