@@ -9,7 +9,7 @@ import os.path as osp
 import socket
 import subprocess
 import sys
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -49,6 +49,56 @@ def make_study_models(root, voc_root: str, sharpen: Sequence[float] = (1.0, 4.0)
     return dict(root=root, config=config, work_dir=work_dir, broken=str(broken), cfg=cfg)
 
 
+def mmseg_predictions(cfg, checkpoint: str, dataset_cfg: dict) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    """``(logits (K, H, W) per image, labels (H, W) per image)`` of every image of ``dataset_cfg``, computed with
+    mmseg's own ``test_step`` (not calibseg's inference loop)."""
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS, MODELS
+
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)['state_dict'])
+    model.eval()
+    dataset = DATASETS.build(dataset_cfg)
+    logits, labels = [], []
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            sample = model.test_step(pseudo_collate([dataset[i]]))[0]
+            logits.append(sample.seg_logits.data)
+            labels.append(sample.gt_sem_seg.data[0])
+    return logits, labels
+
+
+def pooled(logits: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], ignore_index: int = 255):
+    """``(z (P, K) float64, y (P,))``: the labelled pixels of all images."""
+    k = logits[0].shape[0]
+    z = torch.cat([v.reshape(k, -1) for v in logits], 1).t().double()
+    y = torch.cat([v.reshape(-1) for v in labels]).long()
+    keep = y != ignore_index
+    return z[keep], y[keep]
+
+
+def direct_metrics(z: torch.Tensor, y: torch.Tensor, temperature: float = 1.0) -> Dict[str, float]:
+    """mIoU, aAcc (classes with a non-empty union), NLL and the top-label ECE with 15 equal-width bins
+    ``(lower, upper]`` of ``z / temperature``, counted here by hand; percent like the study's columns."""
+    import torch.nn.functional as F
+
+    pred = z.argmax(1)
+    ious = []
+    for c in range(z.shape[1]):
+        union = int(((pred == c) | (y == c)).sum())
+        if union:
+            ious.append(int(((pred == c) & (y == c)).sum()) / union)
+    probs = torch.softmax(z / temperature, 1)
+    conf = probs.max(1).values
+    correct = (pred == y).double()
+    bins = (conf * 15).ceil().long().clamp(1, 15)
+    ece = sum(abs(float(correct[bins == b].sum() - conf[bins == b].sum())) for b in range(1, 16))
+    return {'mIoU': 100 * sum(ious) / len(ious), 'aAcc': 100 * float(correct.mean()),
+            'NLL': float(F.cross_entropy(z / temperature, y)), 'ECE_15': 100 * ece / y.numel()}
+
+
 def study_tool_command(*args: str, nproc: int = 1) -> List[str]:
     """``python tools/calibration_study.py ARGS`` (under torchrun with ``nproc`` > 1)."""
     tool = osp.join(ROOT, 'tools', 'calibration_study.py')
@@ -70,9 +120,10 @@ FAMILIES = ('ECE', 'ECE_em', 'cwCE', 'cwCE_em', 'MCE')
 SCALARS = ('RMSCE_15', 'dECE_15', 'KSCE', 'KDECE', 'MMCE', 'smECE', 'SECE', 'NLL', 'Brier', 'AUROC', 'AURC', 'HCS')
 
 
-def synthetic_study(path, n: int = 25, seed: int = 0) -> List[dict]:
+def synthetic_study(path, n: int = 25, seed: int = 0, shift: bool = False) -> List[dict]:
     """A study table shaped like the study's: errors driven by a latent miscalibration per model, smaller and
-    noisier after TS, more bin-dependent after TS (written as a plain CSV, as older tables were)."""
+    noisier after TS, more bin-dependent after TS (written as a plain CSV, as older tables were); with ``shift``
+    also the robustness columns (the drop driven by the same latent miscalibration, plus noise)."""
     rng = np.random.default_rng(seed)
     methods = ['ce', 'focal', 'ls', 'mbls', 'mdca']
     rows = []
@@ -92,6 +143,15 @@ def synthetic_study(path, n: int = 25, seed: int = 0) -> List[dict]:
             for key in SCALARS:
                 row[f'{stage}{key}'] = scale * miscal + rng.normal(0, 1.0)
             row[f'{stage}ECE'] = row[f'{stage}ECE_15']
+        row['backbone'] = 'ResNetV1c-18'
+        if shift:
+            row['shift_corruptions'] = 'gaussian_noise+fog'
+            row['shift_severity'] = 3
+            row['mIoU_drop'] = 2 * miscal + rng.normal(0, 4.0)
+            row['shift_mIoU'] = miou - row['mIoU_drop']
+            for stage in ('', 'post_'):
+                for key in SCALARS + ('ECE_15', 'cwCE_15'):
+                    row[f'{stage}shift_{key}'] = row[f'{stage}{key}'] * 1.5 + rng.normal(0, 1.0)
         rows.append(row)
     rows[-1]['AUROC'] = math.nan  # undefined AUROC (all pixels right) is skipped pairwise
     with open(path, 'w', newline='') as f:

@@ -8,8 +8,10 @@ The per-pixel version of the benchmark study of calibration (Tao et al., ICLR 20
 fitted on one part of the data and every metric measured on the other (``calibseg.study.measure``); the table is
 resumable and checksummed (``calibseg.study.table``; columns in ``calibseg.study.runner``). Temperature-scaling
 protocols (``--ts-method``): ``grid-ece`` (default, the benchmark's: T in {0.1, ..., 10} with the lowest ECE-15 of
-the fit split), ``grid-nll``, ``nll`` (minimise NLL, Newton on 1/T). Exit status 1 if any model failed (see
-``<out stem>.failures.csv``).
+the fit split), ``grid-nll``, ``nll`` (minimise NLL, Newton on 1/T). ``--corruptions demo`` (or names, families,
+``all``) also measures every model on corrupted copies of the test split at ``--corruption-severity`` with the
+clean-fitted T (robustness columns ``shift_*``, ``post_shift_*``, ``mIoU_drop``; a table holds one protocol, so
+give it its own ``--out``). Exit status 1 if any model failed (see ``<out stem>.failures.csv``).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from typing import Optional, Sequence
 from mmengine.config import DictAction
 
 from calibseg.study import DEFAULT_TS_METHOD, TS_METHODS, StudyProtocol, discover_models, init_study, run_study
-from calibseg.study.protocol import DEFAULT_FIT_PIXELS
+from calibseg.study.protocol import DEFAULT_FIT_PIXELS, DEFAULT_SEVERITY, DEMO_CORRUPTIONS
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -50,6 +52,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     proto.add_argument('--fit-pixels-per-image', type=int, default=DEFAULT_FIT_PIXELS,
                        help=f'labelled pixels kept per fit image (0: all; default {DEFAULT_FIT_PIXELS})')
     proto.add_argument('--ignore-index', type=int, default=255)
+    proto.add_argument('--corruptions', nargs='+', default=[], metavar='NAME',
+                       help='also measure under these corruptions of the test split, T fitted on clean data: '
+                            f"names, families, 'all', or 'demo' ({', '.join(DEMO_CORRUPTIONS)}); default none")
+    proto.add_argument('--corruption-severity', type=int, default=DEFAULT_SEVERITY,
+                       help=f'severity 1-5 of every corruption (default {DEFAULT_SEVERITY})')
     proto.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings of every config')
     run = parser.add_argument_group('run')
     run.add_argument('--weights-only', action='store_true',
@@ -68,7 +75,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             split_source=args.split_source, fit_fraction=args.fit_fraction, split_seed=args.split_seed,
             fit_split=args.fit_split, test_split=args.test_split, ts_method=args.ts_method,
             fit_pixels_per_image=args.fit_pixels_per_image, ignore_index=args.ignore_index,
-            cfg_options=dict(args.cfg_options or {}))
+            cfg_options=dict(args.cfg_options or {}), corruptions=tuple(args.corruptions),
+            corruption_severity=args.corruption_severity)
     except ValueError as err:
         parser.error(str(err))
     return args

@@ -12,13 +12,21 @@
    not depend on the number of processes. ``mIoU`` and ``aAcc`` come from mmseg's
    :meth:`~mmseg.evaluation.IoUMetric.total_area_to_metrics` (mean IoU over the classes present in the
    prediction or the labels), unrounded.
+4. **Shift** (with ``protocol.corruptions``): the same pass over the test split once per corruption, with
+   :class:`~calibseg.datasets.transforms.CorruptImage` right after the image is loaded
+   (:func:`calibseg.apis.analyze.corrupted_loader_cfg`) and the ``T`` of step 2 (fitted on clean data); the row gets
+   the mean over the corruptions of every :data:`SHIFT_METRICS` key (``shift_<key>``, after TS
+   ``post_shift_<key>``) and ``mIoU_drop = mIoU - shift_mIoU`` (mean over corruptions of the clean minus the
+   corrupted mIoU).
 
 Memory of the fit: ``fit images * fit_pixels_per_image * (4 K + 8)`` bytes spread over the processes.
 """
 from __future__ import annotations
 
+import math
+import time
 import traceback
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,9 +38,17 @@ from .models import ModelSpec, checkpoint_iteration
 from .protocol import StudyProtocol, ts_options
 
 __all__ = ['measure', 'collect_fit_pixels', 'fit_temperature', 'test_statistics', 'iou_areas',
-           'accuracy_metrics', 'harmonic_calibration_score']
+           'accuracy_metrics', 'harmonic_calibration_score', 'pass_metrics', 'shift_means', 'SHIFT_METRICS',
+           'SHIFT_BINS']
 
 Pixels = List[Tuple[torch.Tensor, torch.Tensor]]
+#: the keys averaged over the corruptions (``shift_<key>``; the calibration keys also ``post_shift_<key>``)
+SHIFT_METRICS = ('mIoU', 'aAcc', 'ECE_15', 'ECE_em_15', 'cwCE_15', 'cwCE_em_15', 'MCE_15', 'RMSCE_15', 'dECE_15',
+                 'OE_15', 'UE_15', 'KSCE', 'KDECE', 'MMCE', 'smECE', 'SECE', 'NLL', 'Brier', 'AUROC', 'AURC', 'Acc',
+                 'HCS')
+#: the bin counts computed under shift (the binned keys of :data:`SHIFT_METRICS` use 15)
+SHIFT_BINS = (15,)
+_ACCURACY = ('mIoU', 'aAcc')
 
 
 def _progress(label: str, log_every: int):
@@ -146,6 +162,81 @@ def test_statistics(model, loader, *, num_classes: int, ignore_index: int, tempe
     return pre, post, areas, images
 
 
+def pass_metrics(pre, post, areas: torch.Tensor, *, bins: Sequence[int]) -> Dict[str, float]:
+    """The metrics of one test pass from its summed states: :func:`accuracy_metrics`, every calibration metric of
+    the logits (``bins`` for the binned families) and the HCS, then the same of ``logits / T`` prefixed ``post_``."""
+    from calibseg.functional.calibration import calibration_metrics
+
+    metrics = accuracy_metrics(areas)
+    pre_metrics = calibration_metrics(pre, bins=bins)
+    post_metrics = calibration_metrics(post, bins=bins)
+    metrics.update(pre_metrics)
+    metrics['HCS'] = harmonic_calibration_score(metrics['aAcc'], pre_metrics['ECE_15'])
+    metrics.update({f'post_{k}': v for k, v in post_metrics.items()})
+    metrics['post_HCS'] = harmonic_calibration_score(metrics['aAcc'], post_metrics['ECE_15'])
+    return metrics
+
+
+def shift_means(clean: Dict[str, float], corrupted: Sequence[Dict[str, float]]) -> Dict[str, float]:
+    """The row's shift columns from the clean metrics and one :func:`pass_metrics` dict per corruption:
+    ``shift_<k>`` = mean over corruptions of ``k`` for every :data:`SHIFT_METRICS` key, ``post_shift_<k>`` of
+    ``post_<k>`` for the calibration keys, and ``mIoU_drop = mIoU - shift_mIoU`` (a NaN in any corruption gives NaN).
+
+    Example:
+        >>> out = shift_means({'mIoU': 50.0}, [{'mIoU': 40.0, 'NLL': 1.0, 'post_NLL': 0.5},
+        ...                                   {'mIoU': 30.0, 'NLL': 2.0, 'post_NLL': 1.5}])
+        >>> out['shift_mIoU'], out['mIoU_drop'], out['post_shift_NLL']
+        (35.0, 15.0, 1.0)
+    """
+    if not corrupted:
+        raise ValueError('no corrupted pass to average')
+    out: Dict[str, float] = {}
+    for key in SHIFT_METRICS:
+        names = [key] if key in _ACCURACY else [key, f'post_{key}']
+        for name in names:
+            if all(name in c for c in corrupted):
+                out[f'shift_{name}' if name == key else f'post_shift_{key}'] = \
+                    math.fsum(c[name] for c in corrupted) / len(corrupted)
+    out['mIoU_drop'] = clean['mIoU'] - out['shift_mIoU']
+    return out
+
+
+def _summed(pre, post, areas: torch.Tensor, counts: Sequence[int]):
+    """``(pre state, post state, areas, counts)`` summed over the processes (flat tensors; one collective)."""
+    cpu = torch.device('cpu')
+    counts = torch.tensor(list(counts), dtype=torch.float64)
+    sizes = [pre.state_size, post.state_size, areas.numel(), counts.numel()]
+    total = sum_across_ranks(torch.cat([pre.to_tensor(cpu), post.to_tensor(cpu), areas.flatten(), counts]))
+    return torch.split(total, sizes)
+
+
+def _shift_passes(model, test_cfg: dict, protocol: StudyProtocol, *, num_classes: int, temperature: float,
+                  num_workers: Optional[int], log_every: int, debug: bool) -> List[tuple]:
+    """The summed test states (:func:`_summed`) of the test split under each corruption of ``protocol``, with the
+    clean-fitted ``temperature``. Collective: a failure on any process raises on all of them."""
+    from calibseg.apis.analyze import corrupted_loader_cfg
+    from calibseg.apis.inference import build_dataloader
+
+    out = []
+    for corruption in protocol.corruptions:
+        error = states = None
+        try:
+            loader = build_dataloader(corrupted_loader_cfg(test_cfg, corruption, protocol.corruption_severity),
+                                      num_workers=num_workers)
+            pre, post, areas, images = test_statistics(
+                model, loader, num_classes=num_classes, ignore_index=protocol.ignore_index, temperature=temperature,
+                log_every=log_every)
+            states = (pre, post, areas, images)
+        except Exception as err:
+            error = err
+            if debug:
+                traceback.print_exc()
+        agree(error, f'shift-pass ({corruption}, severity {protocol.corruption_severity})')
+        pre, post, areas, images = states
+        out.append(_summed(pre, post, areas, [images]))
+    return out
+
+
 def measure(spec: ModelSpec, protocol: StudyProtocol, *, device: torch.device, weights_only: bool = False,
             num_workers: Optional[int] = None, log_every: int = 0, debug: bool = False
             ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -155,7 +246,7 @@ def measure(spec: ModelSpec, protocol: StudyProtocol, *, device: torch.device, w
     from mmengine.config import Config
 
     from calibseg.apis.inference import build_dataloader, build_model
-    from calibseg.functional.calibration import DEFAULT_BINS, calibration_metrics
+    from calibseg.functional.calibration import DEFAULT_BINS
     from calibseg.utils.run_setup import check_data_paths
 
     rank, _ = dist_info()
@@ -195,11 +286,11 @@ def measure(spec: ModelSpec, protocol: StudyProtocol, *, device: torch.device, w
         if debug:
             traceback.print_exc()
     agree(error, 'test-pass')
-    counts = torch.tensor([fit_images, test_images], dtype=torch.float64)
-    cpu = torch.device('cpu')
-    sizes = [pre.state_size, post.state_size, areas.numel(), counts.numel()]
-    total = sum_across_ranks(torch.cat([pre.to_tensor(cpu), post.to_tensor(cpu), areas.flatten(), counts]))
-    parts = torch.split(total, sizes)
+    parts = _summed(pre, post, areas, [fit_images, test_images])
+    shift_clock = time.time()
+    shifted = _shift_passes(model, loaders['test'][0], protocol, num_classes=num_classes, temperature=ts['T'],
+                            num_workers=num_workers, log_every=log_every, debug=debug)
+    shift_seconds = time.time() - shift_clock
     iteration = checkpoint_iteration(spec.checkpoint)
     meta = getattr(model, 'checkpoint_meta', None) or {}
     facts['iteration'] = iteration if iteration is not None else meta.get('iter', '')
@@ -207,17 +298,26 @@ def measure(spec: ModelSpec, protocol: StudyProtocol, *, device: torch.device, w
                  fit_images=int(parts[3][0]), fit_pixels=ts.pop('fit_pixels'), test_images=int(parts[3][1]),
                  test_pixels=int(parts[0][0]))  # the first scalar of the state: the number of pixels
     facts.update(ts)
+    if protocol.corruptions:
+        facts.update(shift_corruptions='+'.join(protocol.corruptions), shift_severity=protocol.corruption_severity,
+                     shift_seconds=round(shift_seconds, 3))
     if rank != 0:
         return facts, {}
-    try:
-        pre, post = pre.from_tensor(parts[0]), post.from_tensor(parts[1])
-        metrics = accuracy_metrics(parts[2])
-        pre_metrics = calibration_metrics(pre, bins=DEFAULT_BINS)
-        post_metrics = calibration_metrics(post, bins=DEFAULT_BINS)
-    except Exception as err:  # rank 0 alone: no collective is pending
+    try:  # rank 0 alone: no collective is pending
+        metrics = pass_metrics(pre.from_tensor(parts[0]), post.from_tensor(parts[1]), parts[2], bins=DEFAULT_BINS)
+    except Exception as err:
         raise StageError('metrics', f'{type(err).__name__}: {err}') from err
-    metrics.update(pre_metrics)
-    metrics['HCS'] = harmonic_calibration_score(metrics['aAcc'], pre_metrics['ECE_15'])
-    metrics.update({f'post_{k}': v for k, v in post_metrics.items()})
-    metrics['post_HCS'] = harmonic_calibration_score(metrics['aAcc'], post_metrics['ECE_15'])
+    if not shifted:
+        return facts, metrics
+    try:
+        corrupted = []
+        for c_pre, c_post, c_areas, c_counts in shifted:
+            if int(c_counts[0]) != facts['test_images']:
+                raise RuntimeError(f"a corrupted pass saw {int(c_counts[0])} images, the clean one "
+                                   f"{facts['test_images']}")
+            corrupted.append(pass_metrics(pre.from_tensor(c_pre), post.from_tensor(c_post), c_areas,
+                                          bins=SHIFT_BINS))
+        metrics.update(shift_means(metrics, corrupted))
+    except Exception as err:
+        raise StageError('shift-metrics', f'{type(err).__name__}: {err}') from err
     return facts, metrics

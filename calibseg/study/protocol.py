@@ -9,15 +9,24 @@ Temperature-scaling protocols (``ts_method``), all :class:`~calibseg.calibrators
   ``T`` in the grid ``{0.1, 0.2, ..., 10.0}`` with the lowest top-label ECE-15 on the fit split.
 * ``'grid-nll'``: the same grid, lowest NLL.
 * ``'nll'``: minimise the NLL over ``T`` in ``[0.01, 100]`` (safeguarded Newton on ``1/T``; Guo et al., ICML 2017).
+
+Robustness (optional, ``corruptions``): every model is measured again on corrupted copies of the test split
+(:class:`~calibseg.datasets.transforms.CorruptImage` after the image is loaded, one severity), with the ``T`` fitted
+on clean data, as the benchmark's robustness question asks (Tao et al., ICLR 2024: accuracy under ImageNet-C style
+corruption against calibration). :data:`DEMO_CORRUPTIONS` is one corruption per family. The shift settings enter
+:meth:`StudyProtocol.as_dict` (and the id) only when corruptions are set, so protocols without them keep the ids
+of tables written before robustness existed.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
-__all__ = ['StudyProtocol', 'TS_METHODS', 'DEFAULT_TS_METHOD', 'DEFAULT_FIT_PIXELS', 'ts_options']
+__all__ = ['StudyProtocol', 'TS_METHODS', 'DEFAULT_TS_METHOD', 'DEFAULT_FIT_PIXELS', 'DEMO_CORRUPTIONS',
+           'DEFAULT_SEVERITY', 'ts_options', 'expand_corruptions']
 
 DEFAULT_FIT_PIXELS = 16384
 #: TemperatureScaling options of each study protocol
@@ -25,6 +34,29 @@ _TS = {'grid-ece': dict(method='grid', grid_metric='ece'), 'grid-nll': dict(meth
        'nll': dict(method='nll')}
 TS_METHODS = tuple(_TS)
 DEFAULT_TS_METHOD = 'grid-ece'
+#: one corruption per family (noise, blur, weather, digital): the demo study's robustness set. Chosen from the demo
+#: CE model's sweep (docs/shift_comparison/ce/report.md, severity 3, clean mIoU 30.0): each costs 8-16 mIoU points,
+#: none destroys the image (contrast: 3.7 mIoU left) or leaves it nearly unchanged (jpeg_compression: 28.4)
+DEMO_CORRUPTIONS = ('gaussian_noise', 'motion_blur', 'fog', 'pixelate')
+#: the middle of the five severities
+DEFAULT_SEVERITY = 3
+
+
+def expand_corruptions(names: Sequence[str]) -> Tuple[str, ...]:
+    """Corruption names from names, family names, ``'all'`` or ``'demo'`` (:data:`DEMO_CORRUPTIONS`), checked,
+    without duplicates, in the given order; ``()`` for ``()`` or ``['none']``.
+
+    Example:
+        >>> expand_corruptions(['demo'])
+        ('gaussian_noise', 'motion_blur', 'fog', 'pixelate')
+    """
+    names = [n for n in names if n != 'none']
+    if not names:
+        return ()
+    from calibseg.datasets.transforms.corruptions import valid_corruptions
+
+    expanded = [c for n in names for c in (DEMO_CORRUPTIONS if n == 'demo' else [n])]
+    return tuple(valid_corruptions(expanded))
 
 
 def ts_options(ts_method: str) -> Dict[str, str]:
@@ -54,6 +86,9 @@ class StudyProtocol:
         fit_pixels_per_image: labelled pixels kept per fit image (0: all).
         ignore_index: label value excluded everywhere.
         cfg_options: settings merged into every config.
+        corruptions: also measure every model on corrupted copies of the test split (names, family names,
+            ``'all'`` or ``'demo'``; expanded by :func:`expand_corruptions`), with the clean-fitted ``T``.
+        corruption_severity: the severity (1 ... 5) of every corruption.
 
     Example:
         >>> p = StudyProtocol(ts_method='nll')
@@ -70,6 +105,8 @@ class StudyProtocol:
     fit_pixels_per_image: int = DEFAULT_FIT_PIXELS
     ignore_index: int = 255
     cfg_options: Dict[str, Any] = field(default_factory=dict)
+    corruptions: Tuple[str, ...] = ()
+    corruption_severity: int = DEFAULT_SEVERITY
 
     def __post_init__(self) -> None:
         if bool(self.fit_split) != bool(self.test_split):
@@ -80,13 +117,27 @@ class StudyProtocol:
                 or self.fit_pixels_per_image < 0:
             raise ValueError(f'fit_pixels_per_image must be an int >= 0, got {self.fit_pixels_per_image!r}')
         ts_options(self.ts_method)
+        if isinstance(self.corruptions, str):
+            raise ValueError(f'corruptions must be a sequence of names, got the string {self.corruptions!r}')
+        object.__setattr__(self, 'corruptions', expand_corruptions(tuple(self.corruptions)))
+        if self.corruptions:
+            from calibseg.datasets.transforms.corruptions import check_severity
+
+            object.__setattr__(self, 'corruption_severity', check_severity(self.corruption_severity))
+
+    def without_shift(self) -> StudyProtocol:
+        """The same protocol without corruptions (the clean part of the measurement)."""
+        return dataclasses.replace(self, corruptions=())
 
     def as_dict(self) -> Dict[str, Any]:
         """The protocol as plain data (what :attr:`id` hashes)."""
         split = ({'fit': self.fit_split, 'test': self.test_split} if self.fit_split else
                  {'source': self.split_source, 'fit_fraction': self.fit_fraction, 'seed': self.split_seed})
-        return {'split': split, 'ts_method': self.ts_method, 'fit_pixels_per_image': self.fit_pixels_per_image,
-                'ignore_index': self.ignore_index, 'cfg_options': dict(self.cfg_options or {})}
+        out = {'split': split, 'ts_method': self.ts_method, 'fit_pixels_per_image': self.fit_pixels_per_image,
+               'ignore_index': self.ignore_index, 'cfg_options': dict(self.cfg_options or {})}
+        if self.corruptions:  # absent otherwise: the ids of tables without robustness stay what they were
+            out['shift'] = {'corruptions': list(self.corruptions), 'severity': self.corruption_severity}
+        return out
 
     @property
     def id(self) -> str:

@@ -18,7 +18,15 @@ Columns (one row per model; calibration errors, AUROC, AURC, Acc, mIoU, aAcc and
 * pre-TS: every key of :func:`~calibseg.functional.calibration.calibration_metrics` and the harmonic calibration
   score ``HCS = 2 a (1 - e) / (a + 1 - e)`` (pixel accuracy ``a``, top-label ECE-15 ``e``, as fractions);
 * post-TS: the same keys prefixed ``post_``;
+* shift (only with ``protocol.corruptions``; :mod:`calibseg.study.measure` step 4): ``shift_corruptions`` (names
+  joined by ``+``), ``shift_severity``, ``shift_seconds``, ``shift_<key>`` and ``post_shift_<key>`` (means over the
+  corruptions, TS with the clean-fitted ``T``) for the :data:`~calibseg.study.measure.SHIFT_METRICS` keys, and
+  ``mIoU_drop``;
 * ``row_sha256``: the row's checksum.
+
+Tables written before a column existed stay readable (missing cells read as empty); a protocol without
+corruptions has the id it had before robustness existed, so such tables resume. A table measured without
+corruptions refuses a run with them (and the reverse): its rows would lack the robustness columns.
 """
 from __future__ import annotations
 
@@ -77,8 +85,15 @@ def plan(specs: Sequence[ModelSpec], out: str, protocol: StudyProtocol) -> List[
     rows = read_table(out)
     others = sorted({r.get('protocol_id', '') for r in rows} - {protocol.id})
     if others:
+        hint = ''
+        if protocol.corruptions and others == [protocol.without_shift().id]:
+            hint = (' (the table was measured without corruptions: measure the robustness study into a new table, '
+                    'every model again)')
+        elif not protocol.corruptions and any(r.get('shift_corruptions') for r in rows):
+            hint = f" (the table was measured under corruptions {rows[0].get('shift_corruptions')!r}: pass them)"
         raise ValueError(f'{out} holds rows of another protocol ({others}, this run: {protocol.id}, '
-                         f'{json.dumps(protocol.as_dict(), default=str)}): write this study to another table')
+                         f'{json.dumps(protocol.as_dict(), default=str)}){hint}: write this study to another '
+                         'table')
     done = {r.get('model_id') for r in rows}
     result = []
     for spec in specs:
@@ -115,8 +130,11 @@ def run_study(specs: Sequence[ModelSpec], *, out: str, protocol: StudyProtocol, 
     work = broadcast(plan(specs, out, protocol) if rank == 0 else None)
     todo = sum(status == 'todo' for _, _, status in work)
     if rank == 0:
+        shift = (f', corruptions {"+".join(protocol.corruptions)} at severity {protocol.corruption_severity}'
+                 if protocol.corruptions else '')
         log(f'[study] {len(work)} models, {todo} to measure, {sum(s == "skip" for _, _, s in work)} already in '
-            f'{out}; protocol {protocol.id} (ts_method {protocol.ts_method}); {world} process(es) on {device}')
+            f'{out}; protocol {protocol.id} (ts_method {protocol.ts_method}{shift}); {world} process(es) on '
+            f'{device}')
     failures = measured = position = 0
     for spec, mid, status in work:
         if status == 'skip':
@@ -159,6 +177,10 @@ def run_study(specs: Sequence[ModelSpec], *, out: str, protocol: StudyProtocol, 
         log(f"[study]   T={row['T']:.4f}{note}  mIoU {row['mIoU']:.2f}  ECE_15 {row['ECE_15']:.3f} -> "
             f"{row['post_ECE_15']:.3f}  NLL {row['NLL']:.4f} -> {row['post_NLL']:.4f}  ({row['test_images']} test "
             f"images, {row['test_pixels']} pixels, {row['seconds']:.1f} s)")
+        if 'mIoU_drop' in row:
+            log(f"[study]   under {len(protocol.corruptions)} corruption(s) at severity {protocol.corruption_severity}"
+                f": mIoU {row['shift_mIoU']:.2f} (drop {row['mIoU_drop']:.2f})  ECE_15 {row['shift_ECE_15']:.3f} -> "
+                f"{row['post_shift_ECE_15']:.3f}  ({row['shift_seconds']:.1f} s)")
     if rank == 0:
         log(f'[study] done: {measured} measured, {failures} failed'
             + (f' (see {failures_path(out)})' if failures else '') + f'; table: {out}')

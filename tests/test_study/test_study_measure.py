@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from study_testing import BINS, K, make_study_models
+from study_testing import BINS, K, make_study_models, mmseg_predictions
 
 from calibseg.calibrators import TemperatureScaling
 from calibseg.study import StudyProtocol, discover_models, read_table, run_study
@@ -38,29 +38,11 @@ def nll_run(models):
 
 
 def _predictions(models, checkpoint):
-    """``{part: (logits, labels)}`` of every image of both parts of the default split, computed with mmseg's
-    ``test_step`` (not calibseg's inference loop)."""
-    from mmengine.dataset import pseudo_collate
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import DATASETS, MODELS
-
+    """``{part: (logits, labels)}`` of every image of both parts of the default split (mmseg's ``test_step``)."""
     cfg = models['cfg']
-    init_default_scope('mmseg')
-    model = MODELS.build(cfg.model)
-    model.load_state_dict(torch.load(checkpoint, weights_only=True)['state_dict'])
-    model.eval()
-    out = {}
-    for part in ('held_out', 'train'):
-        dataset = DATASETS.build(dict(type='HeldOutSplit', dataset=cfg.val_dataloader.dataset, part=part,
-                                      held_out=0.5, seed=0))
-        logits, labels = [], []
-        with torch.no_grad():
-            for i in range(len(dataset)):
-                sample = model.test_step(pseudo_collate([dataset[i]]))[0]
-                logits.append(sample.seg_logits.data)
-                labels.append(sample.gt_sem_seg.data[0])
-        out[part] = (logits, labels)
-    return out
+    return {part: mmseg_predictions(cfg, checkpoint, dict(type='HeldOutSplit', dataset=cfg.val_dataloader.dataset,
+                                                             part=part, held_out=0.5, seed=0))
+            for part in ('held_out', 'train')}
 
 
 def test_schema_one_row_per_model_and_post_ts_columns(nll_run):

@@ -4,7 +4,15 @@ from __future__ import annotations
 import pytest
 
 from calibseg.calibrators import TemperatureScaling
-from calibseg.study.protocol import DEFAULT_TS_METHOD, TS_METHODS, StudyProtocol, ts_options
+from calibseg.study.protocol import (
+    DEFAULT_SEVERITY,
+    DEFAULT_TS_METHOD,
+    DEMO_CORRUPTIONS,
+    TS_METHODS,
+    StudyProtocol,
+    expand_corruptions,
+    ts_options,
+)
 
 
 def test_default_is_the_benchmark_protocol():
@@ -35,5 +43,35 @@ def test_protocol_id_is_stable_and_separates_protocols():
     (dict(ts_method='ece'), 'ts_method must be one of'),
 ])
 def test_bad_protocols_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        StudyProtocol(**kwargs)
+
+
+def test_corruptions_enter_the_id_only_when_set():
+    from calibseg.datasets.transforms.corruptions import CORRUPTION_FAMILIES, corruption_names
+
+    plain = StudyProtocol()
+    assert StudyProtocol(corruptions=()).id == plain.id and StudyProtocol(corruptions=['none']).id == plain.id
+    assert StudyProtocol(corruption_severity=5).id == plain.id  # a severity without corruptions is no setting
+    demo = StudyProtocol(corruptions=['demo'])
+    assert demo.corruptions == DEMO_CORRUPTIONS and demo.corruption_severity == DEFAULT_SEVERITY == 3
+    assert demo.as_dict()['shift'] == {'corruptions': list(DEMO_CORRUPTIONS), 'severity': 3}
+    assert demo.without_shift().id == plain.id and demo.without_shift().as_dict() == plain.as_dict()
+    assert len({plain.id, demo.id, StudyProtocol(corruptions=['demo'], corruption_severity=2).id,
+                StudyProtocol(corruptions=['fog']).id}) == 4
+    # one corruption per family, each a known name
+    assert sorted(next(f for f, names in CORRUPTION_FAMILIES.items() if c in names) for c in DEMO_CORRUPTIONS) == \
+        sorted(CORRUPTION_FAMILIES)
+    assert StudyProtocol(corruptions=['all']).corruptions == tuple(corruption_names())
+    assert StudyProtocol(corruptions=['blur', 'fog', 'fog']).corruptions == (*CORRUPTION_FAMILIES['blur'], 'fog')
+    assert expand_corruptions(['demo', 'gaussian_noise']) == DEMO_CORRUPTIONS
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(corruptions=['smoke']), 'unknown corruption'),
+    (dict(corruptions=['fog'], corruption_severity=6), 'severity must be'),
+    (dict(corruptions='fog'), 'sequence of names'),
+])
+def test_bad_shift_settings_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         StudyProtocol(**kwargs)

@@ -56,3 +56,21 @@ def test_a_failing_model_gives_exit_status_1_and_a_failure_row(models, tmp_path)
 def test_bad_options_are_refused_with_a_message():
     proc = run_tool(study_tool_command('--models', 'a.py:b.pth', '--out', 'x.csv', '--fit-fraction', '1.5'))
     assert proc.returncode == 2 and 'fit_fraction must lie in (0, 1)' in proc.stderr
+
+
+def test_robustness_rows_are_the_same_with_one_and_two_processes(models, tmp_path):
+    rows = []
+    for nproc in (1, 2):
+        out = tmp_path / f'shift{nproc}.csv'
+        proc = run_tool(study_tool_command(*_args(models, out, '--corruptions', 'fog', 'gaussian_noise',
+                                                  '--corruption-severity', '2'), nproc=nproc))
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        rows += read_table(str(out))
+    one, two = rows
+    assert one['shift_corruptions'] == two['shift_corruptions'] == 'fog+gaussian_noise'
+    shift = [k for k in one if 'shift_' in k and k not in ('shift_corruptions', 'shift_seconds')] + ['mIoU_drop']
+    assert len(shift) > 30
+    for key in shift:
+        assert float(two[key]) == pytest.approx(float(one[key]), rel=1e-6, abs=1e-9), key
+    proc = run_tool(study_tool_command('--models', 'a.py:b.pth', '--out', 'x.csv', '--corruptions', 'smoke'))
+    assert proc.returncode == 2 and 'unknown corruption' in proc.stderr
