@@ -3,11 +3,12 @@ training length, trained on the generated demo data so that the study has 20+ mo
 models is mostly noise). ``tools/run_demo_study.py`` is the command line."""
 from __future__ import annotations
 
+import glob
 import os.path as osp
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
-__all__ = ['DEMO_CONFIG', 'EXTRA_RUNS', 'MIN_MODELS', 'train_extra_runs']
+__all__ = ['DEMO_CONFIG', 'EXTRA_RUNS', 'MIN_MODELS', 'demo_recipes', 'train_extra_runs']
 
 DEMO_CONFIG = 'fcn_r18-d16_{}_1xb8-600it_demo-voc12aug-96x96.py'
 #: (run name, config, decode-head channels, training iterations); the compare runs have 128 channels, 600 its
@@ -21,6 +22,14 @@ EXTRA_RUNS: Tuple[Tuple[str, str, int, int], ...] = (
 )
 #: fewer models than this make Kendall tau mostly noise
 MIN_MODELS = 20
+
+
+def demo_recipes(repo_root: str) -> List[str]:
+    """The demo's training recipes: every ``configs/<method>/`` :data:`DEMO_CONFIG` except the post-hoc ones
+    (``configs/posthoc/`` evaluates a trained CE model with a fitted calibrator), sorted by path; what
+    ``tools/compare_methods.py`` trains into ``work_dirs/compare``."""
+    configs = glob.glob(osp.join(repo_root, 'configs', '*', DEMO_CONFIG.format('*')))
+    return sorted(c for c in configs if osp.basename(osp.dirname(c)) != 'posthoc')
 
 
 def train_extra_runs(*, data_root: str, work_dir: str, repo_root: str, max_iters: Optional[int] = None,
