@@ -1,6 +1,7 @@
 """Analyse a calibration study table (``tools/calibration_study.py``): rank correlations, bins, TS, accuracy.
 
     python tools/analyze_study.py docs/study/study.csv --out-dir docs/study [--reproduce "CMD" ...] [--force]
+        [--cross-table docs/study/cityscapes/study.csv]
 
 Writes into ``--out-dir`` (``calibseg.study.analysis``; existing outputs only with ``--force``):
 
@@ -9,7 +10,12 @@ Writes into ``--out-dir`` (``calibseg.study.analysis``; existing outputs only wi
 * ``bin_sensitivity.png``: tau between the value at ``B`` bins and at 15 bins, and the median ratio, per family;
 * ``accuracy_vs_calibration.png``: mIoU against ECE-15 and NLL, pre and post TS, with tau;
 * ``ts_gain.png``: TS gain (``ECE_15 - post_ECE_15``, ``NLL - post_NLL``) against the pre-TS value;
-* ``summary.md``: the key numbers, the per-model table and the figures (the ``--reproduce`` commands on top).
+* ``summary.md``: the key numbers, the benchmark's seven questions answered with their noise levels, the
+  per-model table and the figures (the ``--reproduce`` commands on top);
+* with robustness columns (a study measured with ``--corruptions``): ``robustness.png``, ``robustness_tau.csv``
+  (tau between the mIoU drop / corrupted mIoU and each calibration metric, pre and post TS);
+* with ``--cross-table`` (the same recipes' study on another dataset, e.g. ``docs/study/cityscapes/study.csv``):
+  ``cross_dataset.png``, ``cross_dataset_tau.csv`` (tau of the recipes' final-checkpoint values between datasets).
 """
 from __future__ import annotations
 
@@ -28,9 +34,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--reproduce', action='append', default=[],
                         help='a command line shown at the top of summary.md (repeatable)')
     parser.add_argument('--force', action='store_true', help='replace existing outputs in --out-dir')
+    parser.add_argument('--cross-table', help='study table of the same recipes on a second dataset')
+    parser.add_argument('--cross-name', default='Cityscapes demo', help='the second dataset\'s name in the report')
     args = parser.parse_args(argv)
     try:
-        paths = analyze(args.table, args.out_dir, reproduce=args.reproduce, force=args.force)
+        paths = analyze(args.table, args.out_dir, reproduce=args.reproduce, force=args.force,
+                        cross_table=args.cross_table, cross_name=args.cross_name)
     except (OSError, KeyError, ValueError) as err:
         print(f'analyze_study: error: {err}', file=sys.stderr)
         return 1

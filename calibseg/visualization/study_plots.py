@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-from typing import List, Mapping, Sequence, Tuple
+from typing import Any, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ['plot_tau', 'plot_bins', 'plot_accuracy', 'plot_gain']
+__all__ = ['plot_tau', 'plot_bins', 'plot_accuracy', 'plot_gain', 'plot_robustness', 'plot_cross_dataset']
 
 def _pyplot():
     import matplotlib
@@ -115,4 +115,71 @@ def plot_gain(columns: Mapping[str, np.ndarray], gains: Mapping[str, Tuple[np.nd
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
     fig.suptitle('What temperature scaling gains, model by model')
+    return _save(fig, path)
+
+
+def _tau_bars(ax, labels: Sequence[str], series: Sequence[Tuple[str, Sequence[float]]], noise: float,
+              title: str) -> None:
+    """Horizontal bars of tau per label, one bar per series, with the +-noise and +-2 noise band shaded."""
+    y = np.arange(len(labels))
+    height = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series):
+        ax.barh(y + (i - (len(series) - 1) / 2) * height, values, height=height, label=name)
+    for k, alpha in ((2, 0.12), (1, 0.2)):
+        ax.axvspan(-k * noise, k * noise, color='grey', alpha=alpha, lw=0)
+    ax.axvline(0, color='black', lw=0.8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(-1, 1)
+    ax.set_xlabel("Kendall's tau-b (grey: 1 and 2 noise levels)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis='x')
+    ax.legend(fontsize=7)
+
+def plot_robustness(columns: Mapping[str, np.ndarray], taus: Mapping[str, Mapping[str, float]], *, n_models: int,
+                    noise: float, path: str) -> str:
+    """Left: tau(mIoU drop, metric) before and after TS per calibration metric (``taus`` as
+    :func:`calibseg.study.analysis.robustness_taus` returns); right: mIoU drop against ECE_15 pre and post TS."""
+    plt = _pyplot()
+    labels = [k for k in taus if k != '_']
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.3 * len(labels) + 3), constrained_layout=True)
+    _tau_bars(axes[0], labels, [('pre TS', [taus[k]['drop~pre'] for k in labels]),
+                                ('post TS', [taus[k]['drop~post'] for k in labels])], noise,
+              f'tau(mIoU drop, metric) across {n_models} models')
+    ax = axes[1]
+    for key, marker, stage in (('ECE_15', 'o', 'pre'), ('post_ECE_15', 'x', 'post')):
+        if key in columns and 'ECE_15' in taus:
+            ax.scatter(columns['mIoU_drop'], columns[key], marker=marker,
+                       label=f"{stage} TS (tau = {taus['ECE_15'][f'drop~{stage}']:.2f})")
+    ax.set_xlabel('mIoU drop under corruption (points)')
+    ax.set_ylabel('clean ECE_15 (%)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle('Robustness vs calibration: robust models are better calibrated where tau > 0')
+    return _save(fig, path)
+
+def plot_cross_dataset(cross: Mapping[str, Any], *, noise: float, names: Tuple[str, str], path: str) -> str:
+    """Left: tau of the recipes' values between two datasets per metric, pre and post TS (``cross`` as
+    :func:`calibseg.study.analysis.cross_dataset_taus` returns); right: ECE_15 on one dataset against the other,
+    one labelled point per recipe."""
+    plt = _pyplot()
+    taus = cross['taus']
+    labels = list(taus)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.3 * len(labels) + 3), constrained_layout=True)
+    _tau_bars(axes[0], labels, [('pre TS', [taus[k][0] for k in labels]), ('post TS', [taus[k][1] for k in labels])],
+              noise, f"tau({names[0]}, {names[1]}) across {cross['n']} recipes")
+    ax = axes[1]
+    if 'ECE_15' in cross['values']:
+        a, b, pa, pb = cross['values']['ECE_15']
+        ax.scatter(a, b, marker='o', label=f"pre TS (tau = {taus['ECE_15'][0]:.2f})")
+        ax.scatter(pa, pb, marker='x', label=f"post TS (tau = {taus['ECE_15'][1]:.2f})")
+        widths = {c for _, c in cross['recipes']}
+        for (method, channels), x, y in zip(cross['recipes'], a, b):
+            ax.annotate(method if len(widths) == 1 else f'{method}-c{channels}', (x, y), fontsize=6,
+                        xytext=(2, 2), textcoords='offset points')
+    ax.set_xlabel(f'ECE_15 (%), {names[0]}')
+    ax.set_ylabel(f'ECE_15 (%), {names[1]}')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle('Does a recipe calibrate alike on two datasets? (final checkpoints)')
     return _save(fig, path)
