@@ -53,7 +53,6 @@ __all__ = ['CalibrationGrid', 'DEFAULT_GRID']
 
 _SHIFT = 18  # 23 mantissa bits - 5 sub-cell bits: ceil(bits / 2**18) numbers 1/32-octave slices
 _LUT_SHIFT = 12  # lookup-table buckets of 2**12 consecutive float32 bit patterns
-_LUT_CELL_BITS = 13  # a packed table entry: cell (13 bits) | in-bucket threshold (12 bits) << 13
 _ONE_BITS = 0x3F800000  # float32 bits of 1.0
 _LUTS: Dict[Tuple[Tuple[int, int, int], str], Optional[Tensor]] = {}
 
@@ -231,9 +230,9 @@ class CalibrationGrid:
         return out, c64
 
     def _lookup_table(self, device: torch.device) -> Optional[Tensor]:
-        """The packed table of :meth:`index_below_last_cell` on ``device`` (built once per process from
+        """The table of :meth:`index_below_last_cell` on ``device`` (built once per process from
         :meth:`index_and_double`), or ``None`` when a bucket of ``2**12`` float32 bit patterns holds two cell
-        edges or cells do not fit 13 bits (then the arithmetic path is used)."""
+        edges (then the arithmetic path is used)."""
         key = (self.state(), str(device))
         if key not in _LUTS:
             table = self._build_lookup_table()
@@ -241,9 +240,9 @@ class CalibrationGrid:
         return _LUTS[key]
 
     def _build_lookup_table(self) -> Optional[Tensor]:
-        if self.n_cells >= 1 << _LUT_CELL_BITS:
-            return None
         span = 1 << _LUT_SHIFT
+        if self.n_cells >= 1 << (31 - _LUT_SHIFT - 1):
+            return None
         start = torch.arange((_ONE_BITS >> _LUT_SHIFT) + 1, dtype=torch.int64) << _LUT_SHIFT
 
         def cells(offset: Tensor) -> Tensor:
@@ -260,36 +259,37 @@ class CalibrationGrid:
             same = cells(mid) == first
             lo, hi = torch.where(same, mid, lo), torch.where(same, hi, mid - 1)
         threshold = torch.where(last > first, lo, torch.full_like(lo, span - 1))
-        return (first | (threshold << _LUT_CELL_BITS)).to(torch.int32)
+        # entry + b = first * T + (T - 1 - t) + (b mod T) (T = 2**12): its quotient by T is first + [b mod T > t]
+        return (first * span + (span - 1 - threshold) - start).to(torch.int32)
 
     def index_below_last_cell(self, confidences: Tensor, *, workspace: Optional[Dict[str, Tensor]] = None,
                               tag: str = '', out: Optional[Tensor] = None) -> Tensor:
         """:meth:`index_and_double` with ``last_cell=False`` (int32) of float32 values, by table lookup.
 
-        The fine cell is a non-decreasing function of the float32 bit pattern ``b``; every bucket of ``2**12``
-        consecutive patterns holds at most one cell edge, so a table entry per bucket (its first cell and the
-        offset ``t`` of the edge) gives ``cell(b) = first + [b mod 2**12 > t]`` in a few integer passes
-        (``~3x`` faster than the float64 arithmetic on CPU). Values outside ``[0, 1]`` (NaN included) get some
-        valid cell. Falls back to :meth:`index_and_double` for other grids and dtypes. ``out``: an int32 tensor
-        of the input's shape to write the cells into (any strides).
+        The fine cell is a non-decreasing function of the float32 bit pattern ``b``; every bucket of ``T = 2**12``
+        consecutive patterns holds at most one cell edge, after the ``t``-th pattern of the bucket, so with the
+        bucket's first cell ``f`` the cell is ``f + [b mod T > t]``. The table stores
+        ``e = f T + (T - 1 - t) - T floor(b / T)`` per bucket, and ``(e + b) // T`` is that cell: a clamp, two shifts,
+        an add and one table gather (``~4x`` faster than the float64 arithmetic on CPU). Values outside ``[0, 1]``
+        (NaN included) are clamped first, so they get a valid cell. Falls back to :meth:`index_and_double` for grids
+        whose buckets hold two edges and for other dtypes. ``out``: an int32 tensor of the input's shape to write
+        the cells into (any strides).
         """
         table = self._lookup_table(confidences.device) if confidences.dtype == torch.float32 else None
         if table is None:
             cells = self.index_and_double(confidences, last_cell=False, workspace=workspace, tag=tag)[0]
             return cells if out is None else out.copy_(cells)
         shape, dev = confidences.shape, confidences.device
-        bits = confidences.view(torch.int32)
+        bits = torch.clamp(confidences.view(torch.int32), 0, _ONE_BITS,
+                           out=_buffer(workspace, tag + 'bits', shape, torch.int32, dev))
         key = torch.bitwise_right_shift(bits, _LUT_SHIFT, out=_buffer(workspace, tag + 'key', shape, torch.int32,
                                                                         dev))
-        key.clamp_(0, table.shape[0] - 1)
         entry = _buffer(workspace, tag + 'entry', shape, torch.int32, dev)
         torch.index_select(table, 0, key.view(-1), out=entry.view(-1))
-        low = torch.bitwise_and(bits, (1 << _LUT_SHIFT) - 1, out=key)
-        above = torch.bitwise_right_shift(entry, _LUT_CELL_BITS, out=_buffer(workspace, tag + 'above', shape,
-                                                                             torch.int32, dev))
-        above.sub_(low).bitwise_right_shift_(31)  # -1 where b mod 2**12 > t, else 0
-        out = torch.bitwise_and(entry, (1 << _LUT_CELL_BITS) - 1, out=entry if out is None else out)
-        return out.sub_(above)
+        entry.add_(bits)
+        if out is None:
+            return entry.bitwise_right_shift_(_LUT_SHIFT)
+        return torch.bitwise_right_shift(entry, _LUT_SHIFT, out=out)
 
     def _low_code_index(self, v32: Tensor, out: Tensor, tmp: Tensor) -> Tensor:
         """Index among the low cells (zero, tiny, log sub-cells) of float32 values ``v >= 0``, into ``out``.

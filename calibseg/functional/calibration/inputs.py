@@ -185,7 +185,8 @@ def check_values(x: Tensor, input_type: str, name: Optional[str]) -> None:
 # Deferred checks
 # ------------------------------------------------------------------------------------------------------------
 #: fields of the problem vector: pixel counts (``nonfinite``, ``range``, ``labels``, ``sums``), the smallest and
-#: largest offending probability and label, and the largest ``|Σ_k p_k - 1|`` among pixels that fail the sum check
+#: largest offending probability, the smallest and largest label (offending ones when below 0 or above ``K - 1``)
+#: and the largest ``|Σ_k p_k - 1|`` among pixels that fail the sum check
 PROBLEM_FIELDS = ('nonfinite', 'range', 'range_min', 'range_max', 'labels', 'label_min', 'label_max', 'sums',
                   'sum_dev')
 _COUNTS = [0, 1, 4, 7]
@@ -242,10 +243,11 @@ def flag_problems(problems: Tensor, *, keep: Tensor, labels: Tensor, clamped: Te
     """
     bad_label = clamped != labels
     bad_label &= keep
-    big = torch.iinfo(labels.dtype).max
     problems[4:5] += bad_label.sum()
-    torch.minimum(problems[5:6], _masked_extreme(labels, bad_label, big, torch.amin), out=problems[5:6])
-    torch.maximum(problems[6:7], _masked_extreme(labels, bad_label, -big, torch.amax), out=problems[6:7])
+    # the offending labels among values in [0, K): the minimum is one only when negative, the maximum when >= K
+    lowest, highest = torch.aminmax(torch.where(bad_label, labels, clamped))
+    torch.minimum(problems[5:6], lowest, out=problems[5:6])
+    torch.maximum(problems[6:7], highest, out=problems[6:7])
     drop = ~keep
     drop |= bad_label
     if finite is not None:
@@ -276,8 +278,10 @@ def describe_problems(values: Sequence[float], *, num_classes: int, ignore_index
     v = dict(zip(PROBLEM_FIELDS, values))
     out = []
     if v['labels']:
+        extremes = ([f"as low as {int(v['label_min'])}"] if v['label_min'] < 0 else []) \
+            + ([f"as high as {int(v['label_max'])}"] if v['label_max'] >= num_classes else [])
         out.append(f"labels of {int(v['labels'])} evaluated pixel(s) are outside [0, {num_classes}) and not "
-                   f"ignore_index={ignore_index} (values from {int(v['label_min'])} to {int(v['label_max'])})")
+                   f"ignore_index={ignore_index} (values {' and '.join(extremes)})")
     if v['nonfinite']:
         out.append(f"inputs ({input_type}) of {int(v['nonfinite'])} evaluated pixel(s) contain NaN or inf values")
     if v['range']:

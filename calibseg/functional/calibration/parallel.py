@@ -12,12 +12,13 @@ accumulators (e.g. at the end of an evaluation).
 """
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ['ChunkRunner', 'thread_workspace', 'release_buffers']
+__all__ = ['ChunkRunner', 'thread_workspace', 'release_buffers', 'one_thread']
 
 _LOCK = threading.Lock()
 _POOL: Optional[ThreadPoolExecutor] = None
@@ -45,6 +46,20 @@ def release_buffers() -> None:
         _FREE_ACCS.clear()
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block with one intra-op thread (restored after): for many small tensor operations, waking a
+    second thread for each costs more than the operation, badly so when other processes keep the cores busy."""
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
 def _shared_pool(workers: int) -> ThreadPoolExecutor:
     """The process-wide pool of ``workers`` single-threaded workers (rebuilt when ``workers`` changes)."""
     global _POOL, _POOL_WORKERS
@@ -63,12 +78,14 @@ class ChunkRunner:
 
     ``init_acc(acc)`` fills a fresh accumulator; each thread taking part in a run gets its own (from a free list,
     so nothing is allocated in the steady state) and its own workspace; :meth:`total` merges them with
-    ``merge(into, other)``. Workers run with one intra-op thread; the caller's thread count is restored on exit.
+    ``merge(into, other)`` (into ``first_acc`` when given: one thread adds straight into it). Workers run with one
+    intra-op thread; the caller's thread count is restored on exit.
     """
 
     def __init__(self, workers: int, device: torch.device, acc_size: int, init_acc: Callable[[Tensor], None],
-                 merge: Callable[[Tensor, Tensor], None]) -> None:
+                 merge: Callable[[Tensor, Tensor], None], first_acc: Optional[Tensor] = None) -> None:
         self.workers = workers if device.type == 'cpu' else 1
+        self._first = first_acc  # taken as it is (not re-initialised) by the first thread, e.g. the caller's state
         self._key = (acc_size, torch.float64, str(device))
         self._device = device
         self._init_acc = init_acc
@@ -82,6 +99,10 @@ class ChunkRunner:
     def __enter__(self) -> 'ChunkRunner':
         if self.workers > 1:
             self._pool = _shared_pool(self.workers)
+        elif self._device.type == 'cpu' and self._threads > 1:
+            # serially, with one intra-op thread too: the chunks' operations are too small to share, and
+            # waking a second thread per operation costs more than the operation when the cores are busy
+            torch.set_num_threads(1)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -91,15 +112,19 @@ class ChunkRunner:
             for future in self._futures:
                 if not future.cancelled():
                     future.exception()  # wait for the running ones
-            if torch.get_num_threads() != self._threads:
-                torch.set_num_threads(self._threads)  # new workers changed the default for new threads
+        if torch.get_num_threads() != self._threads:
+            torch.set_num_threads(self._threads)  # new workers change the default for new threads
         with _LOCK:
-            _FREE_ACCS.setdefault(self._key, []).extend(self._accs.values())
+            _FREE_ACCS.setdefault(self._key, []).extend(a for a in self._accs.values() if a is not self._first)
         self._accs = {}
 
     def _acc(self) -> Tensor:
         ident = threading.get_ident()
         acc = self._accs.get(ident)
+        if acc is None and self._first is not None:
+            with self._lock:
+                if not any(a is self._first for a in self._accs.values()):
+                    acc = self._accs[ident] = self._first
         if acc is None:
             with _LOCK:
                 free = _FREE_ACCS.get(self._key)
@@ -141,6 +166,7 @@ class ChunkRunner:
         accs = list(self._accs.values())
         if not accs:
             return None
+        accs.sort(key=lambda a: a is not self._first)  # into the first accumulator when it was used
         out = accs[0]
         for a in accs[1:]:
             self._merge(out, a)

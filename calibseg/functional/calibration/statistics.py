@@ -246,15 +246,25 @@ class CalibrationStatistics:
         merge_problems(into[self.state_size:], other[self.state_size:])
 
     def _run(self, chunks, fn, inputs: Tensor, labels: Tensor, name: Optional[str], defer_checks: bool) -> None:
-        """Accumulate ``chunks`` with ``fn`` into per-worker accumulators ``[state | problems]``, then commit."""
+        """Accumulate ``chunks`` with ``fn`` into per-worker accumulators ``[state | problems]``, then commit.
+
+        With ``defer_checks`` (nothing to undo on an error) and the state on the inputs' device, one worker adds
+        straight into the state (no accumulator to clear and commit: a small image costs little more than its
+        pixels); a single chunk runs in the calling thread.
+        """
+        chunks = list(chunks)
+        if not chunks:
+            return
         size = self.state_size
-        with ChunkRunner(self._workers(), inputs.device, size + len(PROBLEM_FIELDS), self._init_acc,
-                         self._merge_acc) as runner:
+        direct = defer_checks and inputs.device == self._state.device
+        target = self._state_and_problems() if direct else None
+        with ChunkRunner(min(self._workers(), len(chunks)), inputs.device, size + len(PROBLEM_FIELDS),
+                         self._init_acc, self._merge_acc, first_acc=target) as runner:
             for x, y in chunks:
                 runner.submit(fn, x, y)
                 runner.throttle()
             acc = runner.total()
-            if acc is None:
+            if acc is None or direct:
                 return
             problems = acc[size:]
             if defer_checks:
@@ -262,6 +272,17 @@ class CalibrationStatistics:
             else:
                 self._raise_problems(problems.tolist(), inputs, labels, name)  # the one readback
             self._state += acc[:size].to(self._state.device)
+
+    def _state_and_problems(self) -> Tensor:
+        """One flat buffer ``[state | problems]`` whose halves are ``_state`` and ``_problems`` (made so if they
+        are not adjacent views of one buffer already)."""
+        size = self.state_size
+        both = getattr(self, '_both', None)
+        if (both is None or both.device != self._state.device or self._state.data_ptr() != both.data_ptr()
+                or self._problems.data_ptr() != both[size:].data_ptr()):
+            both = torch.cat([self._state, self._problems.to(self._state.device)])
+            self._both, self._state, self._problems = both, both[:size], both[size:]
+        return both
 
     def _keep(self, y: Tensor) -> Tensor:
         """``(P,)`` bool: pixels not ignored (label not ``ignore_index``, not 0 with ``exclude_background``)."""
@@ -476,6 +497,7 @@ class CalibrationStatistics:
         new.__dict__.update(self.__dict__)
         new._state = self._state.clone()
         new._problems = self._problems.clone()
+        new._both = None
         return new
 
     def reset(self) -> 'CalibrationStatistics':

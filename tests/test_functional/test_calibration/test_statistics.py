@@ -313,8 +313,8 @@ def test_deferred_checks_keep_the_problems_and_leave_the_pixels_out(oracle):
     close_state(s, ref, rtol=1e-6)  # float32 softmax rounding may move with a pixel's position in a chunk
     pr = s.problems
     assert (pr['labels'], pr['label_min'], pr['label_max'], pr['nonfinite']) == (3, -2, 9, 2)
-    with pytest.raises(ValueError, match=r'^img: labels of 3 .*outside \[0, 4\).*from -2 to 9.*2 evaluated '
-                                         r'pixel\(s\) contain NaN or inf'):
+    with pytest.raises(ValueError, match=r'^img: labels of 3 .*outside \[0, 4\).*as low as -2 and as high as 9'
+                                         r'.*2 evaluated pixel\(s\) contain NaN or inf'):
         s.check_problems('img')
     with pytest.raises(ValueError, match='labels of 3'):
         calibration_metrics(s)
