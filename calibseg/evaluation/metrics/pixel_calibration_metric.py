@@ -30,9 +30,9 @@ from ...functional.calibration import (
     reliability_bins,
 )
 from ...functional.calibration.inputs import PROBLEM_FIELDS, describe_problems, merge_problems
-from ...functional.calibration.parallel import release_buffers
+from ...functional.calibration.parallel import one_thread, release_buffers
 from ...functional.calibration.spatial import SpatialCalibrationStatistics, band_values
-from ...utils.distributed import sum_across_ranks
+from ...utils.distributed import dist_info, sum_across_ranks
 from ..message_keys import RELIABILITY_INFO_PREFIX
 from .stream_state import PaddingAwareAccumulator
 
@@ -87,6 +87,9 @@ class _CalibrationMetricBase(BaseMetric):
         self.reliability_bins = int(reliability_bins)
         self._accumulator = PaddingAwareAccumulator(self._add)
         self._scratch: List[CalibrationStatistics] = []
+        self._running: Optional[tuple] = None  # one process: (statistics, spatial statistics or None) so far
+        self._before_last: Optional[tuple] = None  # their state before the last sample (a padding duplicate?)
+        self._num_running = 0
         self._reset_problems()
         self._keys: Optional[List[str]] = None
         self._new_statistics(num_classes=3)  # fail now, not after the first val epoch, on a bad input_type
@@ -148,37 +151,87 @@ class _CalibrationMetricBase(BaseMetric):
         scratch.reverse()
         return scratch[0].reset()
 
+    def _running_statistics(self, device: torch.device) -> tuple:
+        """The running ``(statistics, spatial statistics or None)`` of a single process, created on ``device``,
+        after keeping a copy of their state (the next sample may be one past the dataset size).
+
+        In one process every sample is added straight into the total (one copy of the state per sample instead
+        of clearing and merging per-sample statistics); with several, :class:`PaddingAwareAccumulator` keeps each
+        rank's last sample aside."""
+        if self._running is None or self._running[0].device != device:
+            if self._running is not None:  # scores moved to another device: carry the sums over
+                stats, spatial = self._running
+                self._running = (self._new_statistics(stats.num_classes, device).merge(stats), spatial)
+            else:
+                k = self._num_classes()
+                self._running = (self._new_statistics(k, device), self._new_spatial(k))
+            self._before_last = None
+        stats, spatial = self._running
+        both = stats._state_and_problems()
+        if self._before_last is None or self._before_last[0].shape != both.shape:
+            self._before_last = (torch.empty_like(both), None)
+        self._before_last[0].copy_(both)
+        self._before_last = (self._before_last[0], spatial.copy() if spatial is not None else None)
+        self._num_running += 1
+        return self._running
+
+    def _finish_running(self, size: int) -> Optional[tuple]:
+        """The running total without a last sample past the dataset ``size`` (as the padding rule drops it)."""
+        if self._running is None:
+            return None
+        stats, spatial = self._running
+        if self._num_running > size:
+            stats._state_and_problems().copy_(self._before_last[0])
+            spatial = self._before_last[1]
+        return stats, spatial
+
     # ------------------------------------------------------------------ deferred value checks
     def _reset_problems(self) -> None:
         self._problems = None  # merged problem vector of the pooled samples (on their device)
         self._first_bad: Optional[torch.Tensor] = None  # index of the first sample with a problem, -1 if none
         self._names: List[Optional[str]] = []
 
-    def _note_problems(self, stats: CalibrationStatistics, name: Optional[str]) -> None:
-        """Fold a deferred update's problems into the metric's and remember the first offending sample (no
-        readback: device operations only)."""
+    @staticmethod
+    def _problem_total(problems: torch.Tensor) -> torch.Tensor:
+        """The number of problem pixels of a problem vector, as a device scalar."""
+        return problems[0:2].sum() + problems[4] + problems[7]
+
+    def _note_problems(self, stats: CalibrationStatistics, name: Optional[str],
+                       before: Optional[torch.Tensor] = None) -> None:
+        """Remember the first sample with value problems (device operations only, no readback): ``stats`` holds
+        this sample alone (its problems are merged into the metric's), or the running total whose problem count
+        was ``before`` this sample."""
         problems = stats._problems
-        if self._problems is None:
-            self._problems = problems.clone()
+        if self._first_bad is None:
             self._first_bad = torch.full((), -1, dtype=torch.int64, device=problems.device)
+        if before is None:
+            if self._problems is None:
+                self._problems = problems.clone()
+            else:
+                merge_problems(self._problems, problems)
+            bad = self._problem_total(problems) > 0
         else:
-            merge_problems(self._problems, problems)
-        bad = problems[0:2].sum() + problems[4] + problems[7] > 0
+            bad = self._problem_total(problems) > before
         self._first_bad.masked_fill_(bad & (self._first_bad < 0), len(self._names))
         self._names.append(name)
 
+    def _problem_vector(self) -> Optional[torch.Tensor]:
+        """The merged problem vector of the pooled samples so far (``None`` before the first)."""
+        return self._running[0]._problems if self._running is not None else self._problems
+
     def _problem_counts(self) -> torch.Tensor:
         """``(4,)`` float64 counts of the problems kept so far (zeros when none), on the CPU."""
-        if self._problems is None:
+        p = self._problem_vector()
+        if p is None:
             return torch.zeros(4, dtype=torch.float64)
-        p = self._problems
         return torch.stack([p[0], p[1], p[4], p[7]]).cpu()
 
     def _raise_problems(self, counts: torch.Tensor) -> None:
         """Raise the deferred value problems (``counts`` summed over the ranks) as one readable error."""
         if not bool((counts > 0).any()):
             return
-        local = self._problems.tolist() if self._problems is not None else [0.0] * len(PROBLEM_FIELDS)
+        vector = self._problem_vector()
+        local = vector.tolist() if vector is not None else [0.0] * len(PROBLEM_FIELDS)
         first = int(self._first_bad) if self._first_bad is not None else -1
         words = describe_problems(local, num_classes=self._num_classes(), ignore_index=self.ignore_index,
                                   input_type=self.input_type)
@@ -228,6 +281,13 @@ class _CalibrationMetricBase(BaseMetric):
                 stats = self._new_statistics(self._num_classes())
                 stats.update(inputs, labels, name=name)
                 self._accumulator.push(self._per_image_record(stats))
+            elif dist_info()[1] == 1:
+                stats, spatial = self._running_statistics(inputs.device)
+                before = self._problem_total(stats._problems)
+                stats.update(inputs, labels, name=name, defer_checks=True)
+                self._note_problems(stats, name, before)
+                if spatial is not None:
+                    spatial.update(inputs, labels, name=name)
             else:
                 stats = self._scratch_statistics(inputs.device)
                 stats.update(inputs, labels, name=name, defer_checks=True)
@@ -254,16 +314,21 @@ class _CalibrationMetricBase(BaseMetric):
     def evaluate(self, size: int) -> dict:
         """Merge the statistics of every rank (without padding duplicates) and compute the metrics."""
         total = self._accumulator.finish(size)
+        if self._running is not None:
+            total = self._finish_running(size)
         self._accumulator.reset()
         self._scratch.clear()
         self.results.clear()
         release_buffers()  # the statistics' scratch buffers, until the next evaluation
         try:
-            if self.aggregation == 'per_image':
-                metrics = self._evaluate_per_image(total)
-            else:
-                metrics = self._evaluate_pooled(total)
+            with one_thread():  # thousands of small operations on the cells
+                if self.aggregation == 'per_image':
+                    metrics = self._evaluate_per_image(total)
+                else:
+                    metrics = self._evaluate_pooled(total)
         finally:
+            self._running = self._before_last = None
+            self._num_running = 0
             self._reset_problems()
         if self.prefix:
             metrics = {f'{self.prefix}/{k}': v for k, v in metrics.items()}

@@ -103,7 +103,8 @@ def test_value_problems_are_raised_by_evaluate_with_the_first_sample():
     for s in samples:
         metric.process({}, [s])  # nothing raised here: no readback per sample
     with pytest.raises(ValueError, match=r'labels of 3 evaluated pixel\(s\) are outside \[0, 5\) and not '
-                                         r'ignore_index=255 \(values from -1 to 9\).*first in sample 2: img_2\.jpg'):
+                                         r'ignore_index=255 \(values as low as -1 and as high as 9\).*'
+                                         r'first in sample 2: img_2\.jpg'):
         metric.evaluate(4)
     # the metric is reusable after the error, and NaN scores are reported the same way
     samples = _samples(3)
