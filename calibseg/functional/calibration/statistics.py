@@ -115,10 +115,12 @@ class CalibrationStatistics:
         ignore_index: label value of pixels to ignore (``None``: none).
         exclude_background: also drop pixels labelled 0, and leave class 0 out of class-wise averages.
         classwise: keep the ``(K, cells)`` class-wise statistics (for ``cwCE``); ``False`` accumulates only
-            top-label statistics and scalars, about 3x faster.
+            top-label statistics and scalars, about 2x faster.
         grid: the confidence grid (default: :data:`~calibseg.functional.calibration.grid.DEFAULT_GRID`).
-        chunk_size: pixels processed at a time per worker (temporary memory ~``50 * K * chunk_size`` bytes per
-            worker); on a GPU, larger chunks (e.g. ``2**20``) avoid per-chunk synchronisations.
+        chunk_size: pixels per task of a worker (temporary memory ~``50 * K * chunk_size`` bytes per worker,
+            kept between calls until :func:`~calibseg.functional.calibration.parallel.release_buffers`); the passes
+            over the class dimension take 8192 pixels at a time. On a GPU, larger chunks (e.g. ``2**20``) launch
+            fewer kernels (nothing is read back either way).
         num_workers: CPU threads processing chunks in parallel, each with one intra-op thread (default:
             ``torch.get_num_threads()``; 1 runs serially in the calling thread). Ignored on GPU.
         device: device of the accumulated state (computation runs on the inputs' device).
@@ -134,7 +136,7 @@ class CalibrationStatistics:
 
     def __init__(self, num_classes: int, *, input_type: str, ignore_index: Optional[int] = 255,
                  exclude_background: bool = False, classwise: bool = True,
-                 grid: Optional[CalibrationGrid] = None, chunk_size: int = 65536,
+                 grid: Optional[CalibrationGrid] = None, chunk_size: int = 131072,
                  num_workers: Optional[int] = None, device: Union[str, torch.device] = 'cpu') -> None:
         check_positive_int('num_classes', num_classes, minimum=2)
         check_int('ignore_index', ignore_index, allow_none=True)
