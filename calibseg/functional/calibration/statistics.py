@@ -67,7 +67,8 @@ _CLASS_PASS = 8192  # pixels per pass over the class dimension: its (K, _CLASS_P
 
 
 def _first_argmax(p: Tensor, conf: Tensor, workspace: Dict[str, Tensor], out: Optional[Tensor] = None) -> Tensor:
-    """``argmax`` over dim 0 of ``(K, P)`` float32/float64 probabilities, first maximum, as int64 (into ``out``).
+    """``argmax`` over dim 0 of ``(K, P)`` float32/float64 probabilities, first maximum: int64, or the class
+    numbers as floats written into ``out`` (a floating ``(P,)`` tensor, any strides).
 
     ``max over k of (K - k) [p_k == c]`` read back as ``K - that``, in float arithmetic (on CPU ~10x faster than
     ``argmax(dim=0)`` and 2.5x faster than the same with a boolean mask); a column without a maximum (NaN) gets
@@ -80,8 +81,9 @@ def _first_argmax(p: Tensor, conf: Tensor, workspace: Dict[str, Tensor], out: Op
         workspace['rev'] = rev
     hit = torch.sub(p, conf, out=_buffer(workspace, 'hit', p.shape, p.dtype, p.device))
     hit.eq_(0.0).mul_(rev)  # p - c == 0 exactly iff p == c (finite values)
-    first = hit.amax(0).clamp_min_(1.0).neg_().add_(k)
-    return first.long() if out is None else out.copy_(first)
+    first = hit.amax(0) if out is None else torch.amax(hit, 0, out=out)
+    first.clamp_min_(1.0).neg_().add_(k)
+    return first.long() if out is None else first
 
 
 def _histogram(index: Tensor, size: int, weights: Optional[Tensor] = None) -> Tensor:
@@ -297,7 +299,7 @@ class CalibrationStatistics:
         """Add one chunk of ``(K, L)`` inputs and ``(L,)`` labels into ``acc``.
 
         Ignored pixels are masked, not removed (the shapes, and so the work, never depend on the values). The
-        passes over the class dimension run on ``(K, 16384)`` slices (cache-resident scratch) and leave one value
+        passes over the class dimension run on ``(K, 8192)`` slices (cache-resident scratch) and leave one value
         per pixel (confidence, prediction, ``p_y``, ``Σ_k p_k^2``, ...) in chunk-wide buffers; everything per pixel
         then runs once on the whole chunk.
         """
@@ -311,11 +313,10 @@ class CalibrationStatistics:
 
         clamped = y.clamp(0, k - 1)  # any index is safe; pixels left out do not count
         conf, p_y, sumsq = buf('c_conf', (n_pix,)), buf('c_py', (n_pix,)), buf('c_sumsq', (n_pix,))
-        pred = buf('c_pred', (n_pix,), torch.int64)
+        top = buf('c_top', (n_pix,))  # predicted classes as floats
         low = buf('c_low', (n_pix,), x.dtype)
         high = None if logits else buf('c_high', (n_pix,), x.dtype)
         sums = None if logits else buf('c_sums', (n_pix,), torch.float64)
-        gap = buf('c_gap', (n_pix,), torch.float64) if logits else None
         fine = p64 = None
         if self.classwise:
             fine = buf('c_fine', (k, n_pix), torch.int32)
@@ -334,14 +335,9 @@ class CalibrationStatistics:
             if p.dtype in (torch.float16, torch.bfloat16):
                 p = _buffer(workspace, 'p32', (k, span), torch.float32, dev).copy_(p)
             c = torch.amax(p, 0, out=conf[start:stop])
-            top = _first_argmax(p, c, workspace, out=pred[start:stop])
-            ar = _cached_arange(workspace, span, dev)
-            at_label = torch.add(ar, clamped[start:stop], alpha=span)  # flat index of (y_i, i)
+            _first_argmax(p, c, workspace, out=top[start:stop])
+            at_label = torch.add(_cached_arange(workspace, span, dev), clamped[start:stop], alpha=span)  # (y_i, i)
             torch.index_select(p.view(-1), 0, at_label, out=p_y[start:stop])
-            if logits:  # x_ŷ - x_y in float64, for the NLL of tiny p_y
-                flat_x = xc.view(-1)
-                g = gap[start:stop].copy_(flat_x.index_select(0, torch.add(ar, top, alpha=span)))
-                g.sub_(flat_x.index_select(0, at_label))
             square = torch.mul(p, p, out=_buffer(workspace, 'hit', p.shape, p.dtype, dev))
             torch.sum(square, 0, out=sumsq[start:stop])
             if fine is not None:
@@ -360,12 +356,15 @@ class CalibrationStatistics:
             drop = flag_problems(acc[self.state_size:], keep=self._keep(y), labels=y, clamped=clamped,
                                  finite=finite, low=low, high=high, sums=sums,
                                  sum_tolerance=prob_sum_tolerance(x.dtype))
+        pred = top.long()
         p_y64 = p_y.double()
         if logits:
             # -log p_y loses precision once p_y is subnormal (or 0): there use the logits,
             # -log p_y = logsumexp(x) - x_y = -log c + (x_ŷ - x_y); one log for both cases
             tiny = p_y < _NLL_SWITCH
-            nll = torch.log(torch.where(tiny, conf.double(), p_y64)).neg_().add_(gap.masked_fill_(~tiny, 0.0))
+            gap = x.gather(0, pred.unsqueeze(0)).double().sub_(x.gather(0, clamped.unsqueeze(0)).double())
+            gap = gap.squeeze_(0).masked_fill_(~tiny, 0.0)
+            nll = torch.log(torch.where(tiny, conf.double(), p_y64)).neg_().add_(gap)
         else:
             nll = torch.log(p_y64.clamp_min(_PROB_TINY)).neg_()
         brier = sumsq.double().sub_(p_y64, alpha=2.0).add_(1.0)
