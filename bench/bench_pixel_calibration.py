@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -173,7 +174,8 @@ RATIOS = (('calibseg-full', 'softmax-max', 0.25), ('calibseg-top', 'torchmetrics
 
 
 def report(rows) -> None:
-    """One table row per run, then every ratio per repeat (runs of a method in order) with its range."""
+    """One table row per run, then every ratio (median over the repeats, runs of a method paired in order) with its
+    range; the verdict takes the worst run."""
     print(f"{'method':20s} {'pixels':>12s} {'Mpix/s':>8s} {'update s':>9s} {'compute s':>9s} "
           f"{'peak RSS MiB':>12s} {'(data)':>8s} {'ECE %':>8s}")
     for r in rows:
@@ -194,7 +196,7 @@ def report(rows) -> None:
             each = ', '.join(f'{v:.2f}' for v in values)
             spread = f' (range {min(values):.2f}-{max(values):.2f} over {len(values)} runs: {each})' \
                 if len(values) > 1 else ''
-            print(f'throughput {a} / {b}: {sorted(values)[len(values) // 2]:.2f}x{spread} '
+            print(f'throughput {a} / {b}: {statistics.median(values):.2f}x{spread} '
                   f'(target >= {target}x: {verdict})')
 
 

@@ -37,6 +37,7 @@ from typing import Dict, Iterable, Optional, Sequence
 from .binned import bin_sums, binned_errors, classwise_ece
 from .bounds import equal_mass_error_bound
 from .kernel import cell_points, kdece, kdece_bound, mmce, sece_from_cells, smece
+from .parallel import one_thread
 from .ranking import aupr_error, aurc, auroc, fpr_at_95, ks_error, ranking_bounds
 from .statistics import CalibrationStatistics
 
@@ -110,6 +111,12 @@ def calibration_metrics(stats: CalibrationStatistics, *, metrics: Optional[Itera
         ValueError: no pixel accumulated, an unknown family, class-wise families without class-wise
             statistics, or a bin count that does not divide 3000.
     """
+    with one_thread():  # thousands of small operations on the cells: a second thread only adds wake-ups
+        return _calibration_metrics(stats, metrics, bins, sece_bandwidth, mmce_width)
+
+
+def _calibration_metrics(stats: CalibrationStatistics, metrics: Optional[Iterable[str]], bins: Sequence[int],
+                         sece_bandwidth: float, mmce_width: float) -> Dict[str, float]:
     n_total = check_nonempty(stats)
     fams = _families(stats, metrics)
     grid = stats.grid
