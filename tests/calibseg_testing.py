@@ -141,3 +141,22 @@ def run_gloo(target, *args, world: int = 2, timeout: float = 300) -> dict:
                 proc.kill()
     assert [proc.exitcode for proc in procs] == [0] * world
     return results
+
+
+def one_conv_backbone() -> str:
+    """Register (once) and return the name of a toy backbone: one 1x1 conv from 3 to 4 channels, one feature
+    level, for segmentor tests whose heads get zero weights so that their losses are known by hand."""
+    from mmseg.registry import MODELS
+    from torch import nn
+
+    name = '_OneConvTestBackbone'
+    if MODELS.get(name) is None:
+        @MODELS.register_module(name=name)
+        class _OneConvBackbone(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 4, 1)
+
+            def forward(self, x):
+                return [self.conv(x)]
+    return name

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from calibseg_testing import one_conv_backbone
 from mmengine.config import ConfigDict
 from mmengine.logging import MMLogger
 from mmengine.model import MMDistributedDataParallel
@@ -28,23 +29,13 @@ from calibseg.engine.hooks.aslp_hook import alpha_summary, draw_alpha_histogram
 SIZE = 4
 
 
-@MODELS.register_module(name='_ASLPHookTestBackbone', force=True)
-class _Backbone(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 1)
-
-    def forward(self, x):
-        return [self.conv(x)]
-
-
 def _model(bias: float):
     """A model whose every logit is ``bias`` (zero weights): it predicts all foreground for bias > 0."""
     init_default_scope('mmseg')
     head = dict(type='FCNHead', in_channels=4, channels=4, num_convs=1, concat_input=False, in_index=0,
                 dropout_ratio=0.0, norm_cfg=None, num_classes=2, out_channels=1, threshold=0.5,
                 loss_decode=dict(type='SCBCELoss', beta=2.0, alpha=None, seed=0))
-    model = MODELS.build(dict(type='ASLPEncoderDecoder', backbone=dict(type='_ASLPHookTestBackbone'),
+    model = MODELS.build(dict(type='ASLPEncoderDecoder', backbone=dict(type=one_conv_backbone()),
                               decode_head=head, update_from_epoch=2, test_cfg=ConfigDict(mode='whole'),
                               data_preprocessor=dict(type='SegDataPreProcessor', size=(SIZE, SIZE))))
     nn.init.zeros_(model.decode_head.conv_seg.weight)

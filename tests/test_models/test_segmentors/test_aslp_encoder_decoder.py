@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from calibseg_testing import one_conv_backbone
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import load_state_dict as mmengine_load_state_dict
@@ -20,23 +21,13 @@ SIZE = 4
 BIAS = 2.0  # the head outputs this logit at every pixel (zero weights), so BCE_i and CAL_i are known by hand
 
 
-@MODELS.register_module(name='_ASLPTestBackbone', force=True)
-class _Backbone(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 1)
-
-    def forward(self, x):
-        return [self.conv(x)]
-
-
 def _model(**options):
     init_default_scope('mmseg')
     loss = options.pop('loss', dict(type='SCBCELoss', beta=2.0, alpha=None, seed=0))
     head = dict(type='FCNHead', in_channels=4, channels=4, num_convs=1, concat_input=False, in_index=0,
                 dropout_ratio=0.0, norm_cfg=None, num_classes=2, out_channels=options.pop('out_channels', 1),
                 threshold=0.5, loss_decode=loss)
-    model = MODELS.build(dict(type='ASLPEncoderDecoder', backbone=dict(type='_ASLPTestBackbone'), decode_head=head,
+    model = MODELS.build(dict(type='ASLPEncoderDecoder', backbone=dict(type=one_conv_backbone()), decode_head=head,
                               data_preprocessor=dict(type='SegDataPreProcessor', size=(SIZE, SIZE)), **options))
     nn.init.zeros_(model.decode_head.conv_seg.weight)
     nn.init.constant_(model.decode_head.conv_seg.bias, BIAS)

@@ -5,7 +5,7 @@ import os.path as osp
 
 import pytest
 import torch
-from calibseg_testing import ROOT
+from calibseg_testing import ROOT, one_conv_backbone
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
@@ -24,16 +24,6 @@ BIAS = 2.0  # zero head weights: every pixel's logit is this bias, so the losses
 IGNORE = 255
 
 
-@MODELS.register_module(name='_SoftTargetTestBackbone', force=True)
-class _Backbone(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 1)
-
-    def forward(self, x):
-        return [self.conv(x)]
-
-
 def _head(loss, out_channels=1):
     return dict(type='FCNHead', in_channels=4, channels=4, num_convs=1, concat_input=False, in_index=0,
                 dropout_ratio=0.0, norm_cfg=None, num_classes=2, out_channels=out_channels, threshold=0.5,
@@ -46,7 +36,7 @@ BCE = dict(type='SCBCELoss', alpha=0.0, expected=True, loss_weight=0.4, loss_nam
 
 def _model(type_='SoftTargetEncoderDecoder', loss=SCBCE, aux=BCE, **options):
     init_default_scope('mmseg')
-    cfg = dict(type=type_, backbone=dict(type='_SoftTargetTestBackbone'), decode_head=_head(loss),
+    cfg = dict(type=type_, backbone=dict(type=one_conv_backbone()), decode_head=_head(loss),
                data_preprocessor=dict(type='SegDataPreProcessor', size=(SIZE, SIZE)), **options)
     if aux is not None:
         cfg['auxiliary_head'] = _head(aux)
