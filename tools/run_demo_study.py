@@ -5,10 +5,12 @@
 
 ``--dataset voc`` (default):
 
-1. Trains the extra runs of ``calibseg.study.demo.EXTRA_RUNS`` (losses, decode-head widths and training lengths
-   differ; half-way and final checkpoints kept) into ``--work-dir/<name>``, skipping finished runs. With the
-   12 losses x 2 checkpoints that ``tools/compare_methods.py`` leaves in ``work_dirs/compare`` (``--compare-dirs``)
-   the study has 36 models.
+1. Generates the demo data if ``--data-root`` has none; trains the 12 demo recipes into ``work_dirs/compare``
+   exactly as ``tools/compare_methods.py`` does (600 iterations, half-way and final checkpoints; only those not
+   finished, and none when ``--compare-dirs`` names other work dirs), then the extra runs of
+   ``calibseg.study.demo.EXTRA_RUNS`` (losses, decode-head widths and training lengths differ) into
+   ``--work-dir/<name>``, skipping finished runs: 12 x 2 + 6 x 2 = 36 models. On a fresh clone this one command
+   is the whole study (about an hour of training on 2 cores, then the measurement).
 2. Measures all of them (every checkpoint a model) into ``<out-dir>/study.csv`` (resumable), in this process or
    with ``--nproc N`` through torchrun, under the temperature-scaling protocol ``--ts-method`` (``grid-ece``, the
    benchmark's, by default; ``nll`` for the NLL fit: use another ``--out-dir``, a table holds one protocol), and
@@ -24,8 +26,9 @@ images of 64x128, ``calibseg.study.cityscapes``), trains the 12 demo recipes on 
 (default ``CITYSCAPES_ITERS`` = 150; half-way and final checkpoints) into ``--work-dir``, measures and analyses
 them like the VOC study. Run it before the VOC study, whose analysis then answers the cross-dataset question.
 
-Cost (estimated from short runs on a shared 2-core machine, see ``CITYSCAPES_ITERS``): the 12 Cityscapes trainings
-about 7-11 minutes at 150 iterations (9-14 at 200), their 24 measurements 1-3 minutes; the VOC study's 4
+Cost (measured on a shared 2-core machine, one thread per process): the 12 compare runs about 3.5-5 minutes each
+(RankMixup M-NDCG and γ-Net more); the 12 Cityscapes trainings about 7-11 minutes at 150 iterations (9-14 at
+200), their 24 measurements 1-3 minutes; the VOC study's 4
 corruption passes add about 11 s per model on one contended thread (about 7 minutes for 36 models; ``all`` 20
 corruptions five times that).
 
@@ -42,7 +45,7 @@ import subprocess
 import sys
 from typing import List, Optional, Sequence, Tuple
 
-from calibseg.apis.experiment import REPO_ROOT
+from calibseg.apis.experiment import REPO_ROOT, ensure_demo_data
 from calibseg.study import (
     ANALYSIS_FILES,
     DEFAULT_TS_METHOD,
@@ -55,14 +58,16 @@ from calibseg.study import (
     run_study,
 )
 from calibseg.study.cityscapes import CITYSCAPES_ITERS, ensure_cityscapes_data, train_cityscapes_recipes
-from calibseg.study.demo import MIN_MODELS, train_extra_runs
+from calibseg.study.demo import MIN_MODELS, train_compare_runs, train_extra_runs
 from calibseg.study.protocol import DEFAULT_SEVERITY, DEMO_CORRUPTIONS
 
 STUDY_TOOL = osp.join(REPO_ROOT, 'tools', 'calibration_study.py')
+#: where tools/compare_methods.py trains the 12 demo recipes (the voc study trains the missing ones there too)
+COMPARE_DIR = 'work_dirs/compare'
 #: per dataset, the defaults of the options left unset
 DATASET_DEFAULTS = {
     'voc': dict(data_root='data/demo', work_dir='work_dirs/study', out_dir='docs/study',
-                compare_dirs=['work_dirs/compare/*'], corruptions=['demo']),
+                compare_dirs=[COMPARE_DIR + '/*'], corruptions=['demo']),
     'cityscapes': dict(data_root='data/demo_cityscapes', work_dir='work_dirs/study_cityscapes',
                        out_dir=osp.join('docs', 'study', 'cityscapes'), compare_dirs=[], corruptions=['none']),
 }
@@ -100,6 +105,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              '<out-dir>/cityscapes/study.csv when it exists)')
     parser.add_argument('--force', action='store_true', help='replace the analysis files in --out-dir')
     args = parser.parse_args(argv)
+    args.train_compare = args.dataset == 'voc' and args.compare_dirs is None
     for key, value in DATASET_DEFAULTS[args.dataset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -148,8 +154,12 @@ def study_command(args: argparse.Namespace, globs: List[str], table: str) -> Lis
 
 
 def train_runs(args: argparse.Namespace) -> None:
-    """The dataset's own trainings (skipping finished ones): the extra runs (voc) or the recipes (cityscapes)."""
+    """The dataset's own trainings (skipping finished ones): the 12 compare runs (voc, unless ``--compare-dirs``
+    is given) and the extra runs (voc), or the recipes (cityscapes)."""
     if args.dataset == 'voc':
+        if args.train_compare:
+            train_compare_runs(data_root=args.data_root, work_dir=COMPARE_DIR, repo_root=REPO_ROOT,
+                               skip_train=args.skip_train)
         train_extra_runs(data_root=args.data_root, work_dir=args.work_dir, repo_root=REPO_ROOT,
                          max_iters=args.max_iters, train_options=args.train_options, skip_train=args.skip_train)
     else:
@@ -160,9 +170,8 @@ def train_runs(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if args.dataset == 'voc' and not osp.isdir(osp.join(args.data_root, 'VOCdevkit')):
-        sys.exit(f'no demo data in {args.data_root}: run '
-                 '`python tools/dataset_converters/generate_demo_data.py --out data/demo`')
+    if args.dataset == 'voc' and ensure_demo_data(args.data_root, datasets=('voc',)):
+        print(f'[demo-study] generated the demo data in {args.data_root}', flush=True)
     if args.cross_table and not osp.isfile(args.cross_table):
         sys.exit(f'--cross-table {args.cross_table}: no such file')
     existing = [f for f in ANALYSIS_FILES if osp.exists(osp.join(args.out_dir, f))]
@@ -197,9 +206,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     analyze_cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'analyze_study.py'), table, '--out-dir',
                    args.out_dir, '--force'] + (['--cross-table', args.cross_table] if args.cross_table else [])
     if args.dataset == 'voc':
-        reproduce = ['python tools/dataset_converters/generate_demo_data.py --out data/demo  # once',
-                     'python tools/compare_methods.py --reuse  # 12 losses x 600 iterations -> work_dirs/compare',
-                     command_line(this) + '  # the extra runs, then the two commands below',
+        reproduce = [command_line(this) + '  # the data, the 12 compare runs and the extra runs (those missing), '
+                                           'then the two commands below',
                      command_line(cmd), command_line(analyze_cmd)]
     else:
         reproduce = [command_line(this) + '  # the data, the recipes, then the two commands below',

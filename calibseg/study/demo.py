@@ -8,7 +8,7 @@ import os.path as osp
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
-__all__ = ['DEMO_CONFIG', 'EXTRA_RUNS', 'MIN_MODELS', 'demo_recipes', 'train_extra_runs']
+__all__ = ['DEMO_CONFIG', 'EXTRA_RUNS', 'MIN_MODELS', 'demo_recipes', 'train_compare_runs', 'train_extra_runs']
 
 DEMO_CONFIG = 'fcn_r18-d16_{}_1xb8-600it_demo-voc12aug-96x96.py'
 #: (run name, config, decode-head channels, training iterations); the compare runs have 128 channels, 600 its
@@ -63,4 +63,28 @@ def train_extra_runs(*, data_root: str, work_dir: str, repo_root: str, max_iters
         start = time.time()
         train(osp.join(repo_root, config), work_dir=run_dir, cfg_options=options, quiet=True)
         log(f'[demo-study] {name}: trained {iters} iterations in {time.time() - start:.0f} s')
+    return dirs
+
+
+def train_compare_runs(*, data_root: str, work_dir: str, repo_root: str, skip_train: bool = False,
+                       log: Callable[[str], None] = print) -> List[str]:
+    """Train the :func:`demo_recipes` whose final checkpoint is missing into ``work_dir/<config name>``, exactly
+    as ``tools/compare_methods.py`` does (600 iterations, half-way checkpoint; its ``--reuse`` then only tests
+    them); returns every run's work dir."""
+    from mmengine.config import Config
+
+    from calibseg.apis import train
+    from calibseg.apis.experiment import demo_data_options, run_name
+
+    dirs = []
+    for config in demo_recipes(repo_root):
+        run_dir = osp.join(work_dir, run_name(config))
+        dirs.append(run_dir)
+        iters = Config.fromfile(config).train_cfg.max_iters
+        if skip_train or osp.isfile(osp.join(run_dir, f'iter_{iters}.pth')):
+            log(f'[demo-study] {run_name(config)}: {"skipped" if skip_train else "finished earlier"}')
+            continue
+        start = time.time()
+        train(config, work_dir=run_dir, cfg_options=demo_data_options(data_root, config=config), quiet=True)
+        log(f'[demo-study] {run_name(config)}: trained {iters} iterations in {time.time() - start:.0f} s')
     return dirs

@@ -47,11 +47,14 @@ def test_defaults_per_dataset_and_the_measurement_command(tmp_path):
     voc = tool.parse_args(['--out-dir', str(tmp_path)])
     assert (voc.data_root, voc.work_dir, voc.compare_dirs, voc.corruptions) == (
         'data/demo', 'work_dirs/study', ['work_dirs/compare/*'], ['demo'])
+    assert voc.train_compare  # the 12 compare runs are trained by the study's one command
+    assert not tool.parse_args(['--compare-dirs', 'runs/*']).train_compare
     assert voc.cross_table is None  # no <out-dir>/cityscapes/study.csv yet
     (tmp_path / 'cityscapes').mkdir()
     (tmp_path / 'cityscapes' / 'study.csv').write_text('x\n')
     assert tool.parse_args(['--out-dir', str(tmp_path)]).cross_table == str(tmp_path / 'cityscapes' / 'study.csv')
     city = tool.parse_args(['--dataset', 'cityscapes'])
+    assert not city.train_compare
     assert (city.data_root, city.work_dir, city.out_dir, city.compare_dirs, city.corruptions, city.cross_table) == (
         'data/demo_cityscapes', 'work_dirs/study_cityscapes', osp.join('docs', 'study', 'cityscapes'), [], ['none'],
         None)
