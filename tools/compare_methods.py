@@ -50,6 +50,15 @@ def finished(config: str, work_dir: str) -> bool:
     return osp.isfile(osp.join(work_dir, f'iter_{Config.fromfile(config).train_cfg.max_iters}.pth'))
 
 
+def timing(seconds: float, reused: int, total: int) -> str:
+    """What the run's wall time measured: training and testing, or only testing the runs ``--reuse`` found."""
+    if reused == total:
+        return f'all {total} runs reused from earlier trainings; testing took {seconds:.0f} s here'
+    if reused:
+        return f'{total - reused} runs trained and {total} tested in {seconds:.0f} s here; {reused} runs reused'
+    return f'{seconds:.0f} s here'
+
+
 def main(argv: Sequence[str] = None) -> None:
     args = parse_args(argv)
     # training methods only: configs/posthoc/ evaluates a trained model with a fitted calibrator (tools/posthoc_demo.py)
@@ -59,10 +68,13 @@ def main(argv: Sequence[str] = None) -> None:
     ensure_demo_data(args.data_root, datasets=('voc',))
     results: Dict[str, Dict[str, float]] = {}
     start = time.time()
+    reused = 0
     for config in configs:
         opts = demo_data_options(args.data_root, config=config)
         work_dir = osp.join(args.work_dir, run_name(config))
-        if not (args.reuse and finished(config, work_dir)):
+        if args.reuse and finished(config, work_dir):
+            reused += 1
+        else:
             train(config, work_dir, opts, quiet=not args.verbose)
         results[method_name(config)] = test_latest(config, work_dir, opts, quiet=not args.verbose)
         gamma = training_log_mean(work_dir, 'gamma_mean')  # γ-Net runs log the mean γ they train with
@@ -72,7 +84,7 @@ def main(argv: Sequence[str] = None) -> None:
     note = (f'Embedded demo data (`tools/dataset_converters/generate_demo_data.py`, {data}), FCN ResNetV1c-18 OS16 '
             f'from scratch, 600 iterations of batch 8, seed 0, CPU ({platform.machine()}, torch {torch.__version__}); '
             f'val split, every pixel pooled; calibration errors in percent. Reproduce: '
-            f'`python tools/compare_methods.py` ({time.time() - start:.0f} s here).\n\n')
+            f'`python tools/compare_methods.py` ({timing(time.time() - start, reused, len(configs))}).\n\n')
     print(note + markdown_table(results))
     if args.no_write:
         return
