@@ -24,11 +24,11 @@ def test_default_is_the_benchmark_protocol():
 
 
 def test_protocol_id_is_stable_and_separates_protocols():
-    # the id of the committed demo study (docs/study/study.csv, NLL fit, the demo data root as option): moving the
+    # the id of the committed NLL-fit demo study (docs/study/nll/study.csv, the demo data root as option): moving the
     # code into the package must not make resumed studies refuse their own tables
     nll = StudyProtocol(ts_method='nll', cfg_options={'val_dataloader.dataset.data_root':
                                                       'data/demo/VOCdevkit/VOC2012'})
-    assert nll.id == '6268b4ab678a'  # the protocol_id column of docs/study/study.csv
+    assert nll.id == '6268b4ab678a'  # the protocol_id column of docs/study/nll/study.csv
     assert len({nll.id, StudyProtocol().id, StudyProtocol(ts_method='grid-nll').id,
                 StudyProtocol(split_seed=1).id, StudyProtocol(fit_split='a', test_split='b').id}) == 5
     assert StudyProtocol().as_dict() == {
