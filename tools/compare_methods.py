@@ -16,7 +16,6 @@ import time
 from typing import Dict, Sequence
 
 import torch
-from mmengine.config import Config
 
 from calibseg.apis.experiment import (
     REPO_ROOT,
@@ -24,6 +23,7 @@ from calibseg.apis.experiment import (
     ensure_demo_data,
     markdown_table,
     method_name,
+    run_finished,
     run_name,
     test_latest,
     train,
@@ -44,10 +44,6 @@ def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
     parser.add_argument('--no-write', action='store_true', help='print the table only')
     parser.add_argument('--verbose', action='store_true', help="mmengine's full logs on the console too")
     return parser.parse_args(argv)
-
-
-def finished(config: str, work_dir: str) -> bool:
-    return osp.isfile(osp.join(work_dir, f'iter_{Config.fromfile(config).train_cfg.max_iters}.pth'))
 
 
 def timing(seconds: float, reused: int, total: int) -> str:
@@ -72,7 +68,7 @@ def main(argv: Sequence[str] = None) -> None:
     for config in configs:
         opts = demo_data_options(args.data_root, config=config)
         work_dir = osp.join(args.work_dir, run_name(config))
-        if args.reuse and finished(config, work_dir):
+        if args.reuse and run_finished(config, work_dir):
             reused += 1
         else:
             train(config, work_dir, opts, quiet=not args.verbose)

@@ -36,8 +36,8 @@ DEFAULT_ROWS: Tuple[Tuple[str, str, str], ...] = (
 )
 
 __all__ = ['run_name', 'method_name', 'demo_data_options', 'ensure_demo_data', 'reproducible', 'train',
-           'test_latest', 'latest_checkpoint', 'markdown_table', 'write_marked_section', 'training_log_mean',
-           'saliency_data_options', 'epoch_budget_options', 'aslp_alpha_statistics',
+           'test_latest', 'latest_checkpoint', 'run_finished', 'markdown_table', 'write_marked_section',
+           'training_log_mean', 'saliency_data_options', 'epoch_budget_options', 'aslp_alpha_statistics',
            'REPO_ROOT', 'DEFAULT_ROWS', 'DEMO_THREADS', 'DETERMINISTIC_OPTIONS']
 
 
@@ -117,6 +117,14 @@ def train(config: str, work_dir: str, cfg_options: Sequence[str], *, quiet: bool
     if not quiet:
         print(f'[calibseg] training {run_name(config)} -> {work_dir}', flush=True)
     train_run(config, work_dir=work_dir, cfg_options=list(cfg_options or ()), quiet=quiet)
+
+
+def run_finished(config: str, work_dir: str) -> bool:
+    """Whether ``work_dir`` holds the final checkpoint (``iter_<max_iters>.pth``) of the iteration-based
+    ``config``."""
+    from mmengine.config import Config
+
+    return osp.isfile(osp.join(work_dir, f'iter_{Config.fromfile(config).train_cfg.max_iters}.pth'))
 
 
 def latest_checkpoint(work_dir: str) -> str:

@@ -71,20 +71,17 @@ def train_compare_runs(*, data_root: str, work_dir: str, repo_root: str, skip_tr
     """Train the :func:`demo_recipes` whose final checkpoint is missing into ``work_dir/<config name>``, exactly
     as ``tools/compare_methods.py`` does (600 iterations, half-way checkpoint; its ``--reuse`` then only tests
     them); returns every run's work dir."""
-    from mmengine.config import Config
-
     from calibseg.apis import train
-    from calibseg.apis.experiment import demo_data_options, run_name
+    from calibseg.apis.experiment import demo_data_options, run_finished, run_name
 
     dirs = []
     for config in demo_recipes(repo_root):
         run_dir = osp.join(work_dir, run_name(config))
         dirs.append(run_dir)
-        iters = Config.fromfile(config).train_cfg.max_iters
-        if skip_train or osp.isfile(osp.join(run_dir, f'iter_{iters}.pth')):
+        if skip_train or run_finished(config, run_dir):
             log(f'[demo-study] {run_name(config)}: {"skipped" if skip_train else "finished earlier"}')
             continue
         start = time.time()
         train(config, work_dir=run_dir, cfg_options=demo_data_options(data_root, config=config), quiet=True)
-        log(f'[demo-study] {run_name(config)}: trained {iters} iterations in {time.time() - start:.0f} s')
+        log(f'[demo-study] {run_name(config)}: trained in {time.time() - start:.0f} s')
     return dirs
