@@ -17,7 +17,7 @@ addition (``a + b``, ``all_reduce(SUM)``). Nothing per pixel is kept after :meth
 Conventions: with logits, ``p = torch.softmax(logits)`` in the input dtype (float16/bfloat16 probabilities are
 then widened to float32, exactly). ``NLL_i = -log p_{i,y_i}`` in float64 from the float32 ``p_y``; from
 logits, where ``p_y < 1e-30`` (subnormal or 0 in float32) it is computed stably from the logits as
-``x_ŷ - x_y - log c`` instead (the identity ``logsumexp(x) = x_ŷ - log p_ŷ``, with ``p_ŷ = c >= 1/K``); from
+``max_k x_k - x_y - log c`` instead (the identity ``logsumexp(x) = x_ŷ - log p_ŷ``, with ``p_ŷ = c >= 1/K``); from
 probabilities as ``-log max(p_y, 1.18e-38)`` (only an exact 0 or a float32 subnormal is clamped, capping a
 pixel at 87.3 nats). ``Brier_i = Σ_k (p_{i,k} - 1[y_i = k])^2 = Σ_k p_{i,k}^2 - 2 p_{i,y_i} + 1`` with
 ``Σ_k p_{i,k}^2`` summed in float32 (relative error ~1e-7); every other per-pixel quantity is summed in
@@ -315,6 +315,9 @@ class CalibrationStatistics:
         conf, p_y, sumsq = buf('c_conf', (n_pix,)), buf('c_py', (n_pix,)), buf('c_sumsq', (n_pix,))
         top = buf('c_top', (n_pix,))  # predicted classes as floats
         low = buf('c_low', (n_pix,), x.dtype)
+        x_max = x_y = None
+        if logits:  # the logits' largest value and the label's, for the NLL of a vanishing p_y
+            x_max, x_y = buf('c_xmax', (n_pix,), x.dtype), buf('c_xy', (n_pix,), x.dtype)
         high = None if logits else buf('c_high', (n_pix,), x.dtype)
         sums = None if logits else buf('c_sums', (n_pix,), torch.float64)
         fine = p64 = None
@@ -326,7 +329,10 @@ class CalibrationStatistics:
             span = stop - start
             xc = _buffer(workspace, 'x', (k, span), x.dtype, dev).copy_(x[:, start:stop])  # contiguous
             torch.amin(xc, 0, out=low[start:stop])
+            at_label = torch.add(_cached_arange(workspace, span, dev), clamped[start:stop], alpha=span)  # (y_i, i)
             if logits:
+                torch.amax(xc, 0, out=x_max[start:stop])
+                torch.index_select(xc.view(-1), 0, at_label, out=x_y[start:stop])
                 p = torch.softmax(xc, 0, out=_buffer(workspace, 'p', (k, span), x.dtype, dev))
             else:
                 p = xc
@@ -336,7 +342,6 @@ class CalibrationStatistics:
                 p = _buffer(workspace, 'p32', (k, span), torch.float32, dev).copy_(p)
             c = torch.amax(p, 0, out=conf[start:stop])
             _first_argmax(p, c, workspace, out=top[start:stop])
-            at_label = torch.add(_cached_arange(workspace, span, dev), clamped[start:stop], alpha=span)  # (y_i, i)
             torch.index_select(p.view(-1), 0, at_label, out=p_y[start:stop])
             square = torch.mul(p, p, out=_buffer(workspace, 'hit', p.shape, p.dtype, dev))
             torch.sum(square, 0, out=sumsq[start:stop])
@@ -360,10 +365,10 @@ class CalibrationStatistics:
         p_y64 = p_y.double()
         if logits:
             # -log p_y loses precision once p_y is subnormal (or 0): there use the logits,
-            # -log p_y = logsumexp(x) - x_y = -log c + (x_ŷ - x_y); one log for both cases
+            # -log p_y = logsumexp(x) - x_y = -log c + (max_k x_k - x_y) (c is the softmax at the largest logit,
+            # softmax being monotone); one log for both cases
             tiny = p_y < _NLL_SWITCH
-            gap = x.gather(0, pred.unsqueeze(0)).double().sub_(x.gather(0, clamped.unsqueeze(0)).double())
-            gap = gap.squeeze_(0).masked_fill_(~tiny, 0.0)
+            gap = x_max.double().sub_(x_y.double()).masked_fill_(~tiny, 0.0)
             nll = torch.log(torch.where(tiny, conf.double(), p_y64)).neg_().add_(gap)
         else:
             nll = torch.log(p_y64.clamp_min(_PROB_TINY)).neg_()

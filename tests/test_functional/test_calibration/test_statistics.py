@@ -142,6 +142,20 @@ def test_exclude_background(oracle):
     assert cw == pytest.approx(100 * float(per[1:].mean()), rel=1e-12)
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_nll_of_vanishing_label_probability_from_logits(dtype):
+    """p_y underflows float32 (0 or subnormal): the NLL comes from the logits, logsumexp(x) - x_y in float64."""
+    x = torch.tensor([[200.0, 0.0, 0.0],  # p_y = e^-200 = 0 in float32
+                      [0.0, -95.0, 0.0],  # p_y ~ e^-95.7, a float32 subnormal
+                      [60.0, 60.0, -10.0],  # a tie at the top: c = 1/2, p_y = e^-70 / 2 (normal float32)
+                      [3.0, -150.0, 3.0]]).to(dtype)
+    y = torch.tensor([1, 1, 2, 1])
+    reference = (torch.logsumexp(x.double(), 1) - x.double().gather(1, y[:, None]).squeeze(1)).sum().item()
+    s = CalibrationStatistics(3, input_type='logits').update(x, y)
+    np.testing.assert_allclose(s.scalars['sum_nll'], reference, rtol=1e-6)
+    assert reference > 200 + 95 + 70 + 150
+
+
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float64])
 def test_low_and_double_precision_inputs(oracle, dtype):
     x, y = oracle.make_logits(1500, 5, seed=8)
