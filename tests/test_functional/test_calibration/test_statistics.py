@@ -7,6 +7,7 @@ from calibseg.functional.calibration import (
     CalibrationStatistics,
     calibration_metrics,
 )
+from calibseg.functional.calibration import statistics as statistics_module
 
 
 def close_state(a: CalibrationStatistics, b: CalibrationStatistics, rtol=1e-12):
@@ -353,3 +354,22 @@ def test_deferred_checks_keep_the_problems_and_leave_the_pixels_out(oracle):
     with pytest.raises(ValueError, match=r'\[-2, 4, 9\] outside \[0, 4\)'):
         s.update(bad_x, bad_y)
     assert s.num_pixels == 0
+
+
+@pytest.mark.parametrize('input_type', ['logits', 'probs'])
+def test_class_pass_length_changes_nothing(monkeypatch, input_type):
+    """Chunks are walked in passes of _CLASS_PASS pixels: passes that end mid-chunk (and a short last pass) give
+    the statistics of one pass over the whole chunk, ignored pixels and the NLL of a vanishing p_y included."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 6, 9, 11, generator=g) * 8
+    x[0, 2, 1, 1] = 150.0  # p_y underflows for the pixels labelled otherwise
+    y = torch.randint(0, 6, (2, 9, 11), generator=g)
+    y[1, :2] = 255
+    inputs = x if input_type == 'logits' else torch.softmax(x, 1)
+    whole = CalibrationStatistics(6, input_type=input_type, num_workers=1).update(inputs, y)
+    monkeypatch.setattr(statistics_module, '_CLASS_PASS', 13)  # 99 pixels per chunk: 7 passes of 13 and one of 8
+    sliced = CalibrationStatistics(6, input_type=input_type, num_workers=1).update(inputs, y)
+    assert sliced.num_pixels == whole.num_pixels == 2 * 99 - 22
+    assert torch.equal(sliced.cw_count, whole.cw_count) and torch.equal(sliced.count, whole.count)
+    # the softmax of a short row takes the scalar exp instead of the vectorised one: probabilities may move by ulps
+    close_state(sliced, whole, rtol=1e-12 if input_type == 'probs' else 1e-6)
