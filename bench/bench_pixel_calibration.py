@@ -27,6 +27,13 @@ prints each ratio's range over the repeats (the noise)::
     python bench/bench_pixel_calibration.py --rss-scaling          # peak RSS at 1e7 vs 1e8 pixels
 
 The same pool of pre-generated batches is cycled in every child, so data generation is not timed.
+
+On a machine shared with other jobs the children's throughputs move by 30 % from run to run. ``--interleave
+ROUNDS`` runs the user path's methods round-robin in one process instead (``--round-samples`` samples each per
+round, the order rotating) and prints the median over rounds of each per-round ratio with its quartiles: the two
+methods of a ratio then share the load of the same moment (throughput only; peak RSS needs the children)::
+
+    python bench/bench_pixel_calibration.py --interleave 10 --threads 2
 """
 import argparse
 import json
@@ -107,42 +114,60 @@ def child(method: str, pixels: int, batch: int, pool: int, threads: int) -> dict
                 ece=result, threads=torch.get_num_threads())
 
 
-def user_path_child(method: str, data, n_samples: int, base_rss: float) -> dict:
-    """One 512x512 sample at a time, as mmseg's test loop calls the evaluator (samples built beforehand)."""
+def _user_step(method: str):
+    """``(step(sample), finish() -> ECE or None)`` of a user-path method (built once, outside any timing)."""
     import torch
-    samples = [(logits[i], labels[i]) for logits, labels in data for i in range(logits.shape[0])]
-    result = None
     if method.startswith('evaluator'):
         from mmengine.evaluator import Evaluator
         from mmengine.registry import init_default_scope
-        from mmengine.structures import PixelData
-        from mmseg.structures import SegDataSample
 
         import calibseg  # noqa: F401  (registers the metric)
         init_default_scope('mmseg')  # as mmseg's Runner does
-
-        def as_sample(logits, labels):
-            sample = SegDataSample()
-            sample.seg_logits = PixelData(data=logits)
-            sample.gt_sem_seg = PixelData(data=labels.unsqueeze(0))
-            sample.set_metainfo(dict(img_path='synthetic.png', ori_shape=labels.shape, img_shape=labels.shape))
-            return sample
-
-        samples = [as_sample(*s) for s in samples]
         evaluator = Evaluator([dict(type='PixelCalibrationMetric', metrics=EVALUATOR_METRICS[method])])
         evaluator.dataset_meta = dict(classes=[f'c{k}' for k in range(CLASSES)])
+        count = [0]
 
         def step(sample):
-            evaluator.process(data_samples=[sample], data_batch=None)
-    elif method == 'sample-torchmetrics':
+            evaluator.process(data_samples=[sample[2]], data_batch=None)
+            count[0] += 1
+
+        return step, lambda: evaluator.evaluate(count[0]).get('ECE')
+    if method == 'sample-torchmetrics':
         from torchmetrics.classification import MulticlassCalibrationError
         metric = MulticlassCalibrationError(num_classes=CLASSES, n_bins=15, ignore_index=255)
 
         def step(sample):
             metric.update(sample[0].unsqueeze(0), sample[1].unsqueeze(0))
-    else:
-        def step(sample):
-            torch.softmax(sample[0], dim=0).max(dim=0)
+
+        return step, lambda: 100.0 * float(metric.compute())
+
+    def step(sample):
+        torch.softmax(sample[0], dim=0).max(dim=0)
+
+    return step, lambda: None
+
+
+def _user_samples(data) -> list:
+    """``(logits, labels, SegDataSample)`` of every image of the pool, built beforehand."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    out = []
+    for logits, labels in data:
+        for i in range(logits.shape[0]):
+            sample = SegDataSample()
+            sample.seg_logits = PixelData(data=logits[i])
+            sample.gt_sem_seg = PixelData(data=labels[i].unsqueeze(0))
+            shape = labels[i].shape
+            sample.set_metainfo(dict(img_path='synthetic.png', ori_shape=shape, img_shape=shape))
+            out.append((logits[i], labels[i], sample))
+    return out
+
+
+def user_path_child(method: str, data, n_samples: int, base_rss: float) -> dict:
+    """One 512x512 sample at a time, as mmseg's test loop calls the evaluator (samples built beforehand)."""
+    import torch
+    samples = _user_samples(data)
+    step, finish = _user_step(method)
     # one untimed warm-up sample for every method: the one-off costs of a process (the grid's lookup table, the
     # allocator's first buffers, a compiled kernel's load) are reported apart, not spread over n_samples
     start = time.perf_counter()
@@ -153,15 +178,57 @@ def user_path_child(method: str, data, n_samples: int, base_rss: float) -> dict:
         step(samples[i % len(samples)])
     t_update = time.perf_counter() - start
     start = time.perf_counter()
-    if method.startswith('evaluator'):
-        result = evaluator.evaluate(n_samples).get('ECE')
-    elif method == 'sample-torchmetrics':
-        result = 100.0 * float(metric.compute())
+    result = finish()
     t_compute = time.perf_counter() - start
     total = n_samples * SIDE * SIDE
     return dict(method=method, pixels=total, update_s=t_update, compute_s=t_compute, first_s=t_first,
                 mpix_s=total / (t_update + t_compute) / 1e6, peak_rss_mib=_rss_mib(), base_rss_mib=base_rss,
                 ece=result, threads=torch.get_num_threads())
+
+
+def interleaved_child(methods, rounds: int, per_round: int, batch: int, pool: int, threads: int) -> dict:
+    """Every user-path method in one process, round-robin: each round gives each method the same ``per_round``
+    samples (the order of the methods rotating from round to round), so a ratio of two methods in one round shares
+    that round's machine load (throughput only)."""
+    import torch
+    if threads > 0:
+        torch.set_num_threads(threads)
+    samples = _user_samples(_make_pool(batch, pool, seed=0))
+    built = {m: _user_step(m) for m in methods}
+    steps = {m: step for m, (step, _) in built.items()}
+    for m in methods:  # warm-up
+        steps[m](samples[-1])
+    times = {m: [] for m in methods}
+    for r in range(rounds):
+        chosen = [samples[(r * per_round + i) % len(samples)] for i in range(per_round)]
+        for m in methods[r % len(methods):] + methods[:r % len(methods)]:  # who goes first rotates
+            start = time.perf_counter()
+            for sample in chosen:
+                steps[m](sample)
+            times[m].append((time.perf_counter() - start) / per_round)
+    # the final compute (torchmetrics concatenates every sample's confidences there), spread over the samples
+    for m, (_, finish) in built.items():
+        start = time.perf_counter()
+        finish()
+        share = (time.perf_counter() - start) / (rounds * per_round + 1)
+        times[m] = [t + share for t in times[m]]
+    return dict(times=times, threads=torch.get_num_threads())
+
+
+def report_interleaved(result: dict) -> None:
+    """Median ms per sample of every method (its final compute spread over the samples), then each target ratio:
+    the median over rounds of the per-round throughput ratio, with its interquartile range and full range."""
+    times = result['times']
+    print(f"interleaved, {result['threads']} thread(s), {len(next(iter(times.values())))} rounds")
+    for m, t in times.items():
+        print(f'{m:20s} {1e3 * statistics.median(t):8.1f} ms per 512x512 sample (median)')
+    for a, b, target in RATIOS:
+        if a in times and b in times:
+            values = sorted(y / x for x, y in zip(times[a], times[b]))  # throughput a / b = time b / time a
+            q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+            verdict = 'ok' if statistics.median(values) >= target else 'BELOW TARGET'
+            print(f'throughput {a} / {b}: {statistics.median(values):.2f}x (quartiles {q[0]:.2f}-{q[2]:.2f}, '
+                  f'range {values[0]:.2f}-{values[-1]:.2f}) (target >= {target}x on the median: {verdict})')
 
 
 def run_child(method: str, args) -> dict:
@@ -227,8 +294,17 @@ def main() -> None:
                         help='compare peak RSS of calibseg and torchmetrics at two sizes (--rss-pixels)')
     parser.add_argument('--rss-pixels', type=float, nargs=2, default=(1e7, 1e8), metavar=('SMALL', 'LARGE'),
                         help='pixel counts of --rss-scaling (default 1e7 1e8)')
+    parser.add_argument('--interleave', type=int, default=0, metavar='ROUNDS',
+                        help='user path only: run its methods round-robin in one process for ROUNDS rounds of '
+                             '--round-samples samples each and print medians (throughput; less noise)')
+    parser.add_argument('--round-samples', type=int, default=4, help='samples per method per round (--interleave)')
     parser.add_argument('--child', choices=METHODS + USER_METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.interleave:
+        methods = [m for m in (args.methods or USER_METHODS) if m in USER_METHODS]
+        report_interleaved(interleaved_child(methods, args.interleave, args.round_samples, args.batch, args.pool,
+                                             args.threads))
+        return
     if args.child:
         print(json.dumps(child(args.child, int(args.pixels), args.batch, args.pool, args.threads)))
         return
