@@ -31,6 +31,7 @@ from calibseg.apis.experiment import (
     write_marked_section,
 )
 from calibseg.datasets.demo import DEFAULTS
+from calibseg.study.demo import COMPARE_WORK_DIR
 
 DEMO_GLOB = 'configs/*/fcn_r18-d16_*_1xb8-600it_demo-voc12aug-96x96.py'
 
@@ -38,7 +39,7 @@ DEMO_GLOB = 'configs/*/fcn_r18-d16_*_1xb8-600it_demo-voc12aug-96x96.py'
 def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('--data-root', default='data/demo')
-    parser.add_argument('--work-dir', default='work_dirs/compare')
+    parser.add_argument('--work-dir', default=COMPARE_WORK_DIR)
     parser.add_argument('--configs', nargs='+', default=None, help=f'default: every {DEMO_GLOB}')
     parser.add_argument('--reuse', action='store_true', help='do not retrain runs that finished')
     parser.add_argument('--no-write', action='store_true', help='print the table only')

@@ -58,16 +58,14 @@ from calibseg.study import (
     run_study,
 )
 from calibseg.study.cityscapes import CITYSCAPES_ITERS, ensure_cityscapes_data, train_cityscapes_recipes
-from calibseg.study.demo import MIN_MODELS, train_compare_runs, train_extra_runs
+from calibseg.study.demo import COMPARE_WORK_DIR, MIN_MODELS, train_compare_runs, train_extra_runs
 from calibseg.study.protocol import DEFAULT_SEVERITY, DEMO_CORRUPTIONS
 
 STUDY_TOOL = osp.join(REPO_ROOT, 'tools', 'calibration_study.py')
-#: where tools/compare_methods.py trains the 12 demo recipes (the voc study trains the missing ones there too)
-COMPARE_DIR = 'work_dirs/compare'
 #: per dataset, the defaults of the options left unset
 DATASET_DEFAULTS = {
     'voc': dict(data_root='data/demo', work_dir='work_dirs/study', out_dir='docs/study',
-                compare_dirs=[COMPARE_DIR + '/*'], corruptions=['demo']),
+                compare_dirs=[COMPARE_WORK_DIR + '/*'], corruptions=['demo']),
     'cityscapes': dict(data_root='data/demo_cityscapes', work_dir='work_dirs/study_cityscapes',
                        out_dir=osp.join('docs', 'study', 'cityscapes'), compare_dirs=[], corruptions=['none']),
 }
@@ -158,7 +156,7 @@ def train_runs(args: argparse.Namespace) -> None:
     is given) and the extra runs (voc), or the recipes (cityscapes)."""
     if args.dataset == 'voc':
         if args.train_compare:
-            train_compare_runs(data_root=args.data_root, work_dir=COMPARE_DIR, repo_root=REPO_ROOT,
+            train_compare_runs(data_root=args.data_root, work_dir=COMPARE_WORK_DIR, repo_root=REPO_ROOT,
                                skip_train=args.skip_train)
         train_extra_runs(data_root=args.data_root, work_dir=args.work_dir, repo_root=REPO_ROOT,
                          max_iters=args.max_iters, train_options=args.train_options, skip_train=args.skip_train)

@@ -8,9 +8,12 @@ import os.path as osp
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
-__all__ = ['DEMO_CONFIG', 'EXTRA_RUNS', 'MIN_MODELS', 'demo_recipes', 'train_compare_runs', 'train_extra_runs']
+__all__ = ['COMPARE_WORK_DIR', 'DEMO_CONFIG', 'EXTRA_RUNS', 'MIN_MODELS', 'demo_recipes', 'train_compare_runs',
+           'train_extra_runs']
 
 DEMO_CONFIG = 'fcn_r18-d16_{}_1xb8-600it_demo-voc12aug-96x96.py'
+#: where ``tools/compare_methods.py`` trains the 12 demo recipes, and the voc study trains the missing ones
+COMPARE_WORK_DIR = 'work_dirs/compare'
 #: (run name, config, decode-head channels, training iterations); the compare runs have 128 channels, 600 its
 EXTRA_RUNS: Tuple[Tuple[str, str, int, int], ...] = (
     ('ce-c32-200it', 'configs/baseline/' + DEMO_CONFIG.format('ce'), 32, 200),
