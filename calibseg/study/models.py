@@ -1,7 +1,8 @@
 """Which models a calibration study measures: config + checkpoint pairs, from work directories or lists.
 
-A model is identified by :func:`model_id` (a hash of the checkpoint's bytes and of the config's text), so moving a
-work directory does not make a study measure it again.
+A study's table tells models apart by :func:`~calibseg.study.identity.model_id` (the checkpoint's bytes and the
+config parts that the measurement reads), so moving a work directory or testing a model again does not make a study
+measure it again.
 """
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from ..utils.files import file_sha256
-
 __all__ = ['ModelSpec', 'CHECKPOINT_PATTERN', 'work_dir_config', 'work_dir_checkpoints', 'parse_model_pair',
-           'read_model_list', 'discover_models', 'file_sha256', 'model_id', 'checkpoint_iteration']
+           'read_model_list', 'discover_models', 'checkpoint_iteration']
 
 #: mmengine's checkpoint names: ``iter_<n>.pth`` / ``epoch_<n>.pth``
 CHECKPOINT_PATTERN = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
@@ -151,12 +150,3 @@ def discover_models(*, models: Sequence[str] = (), model_list: Optional[str] = N
             unique.append(spec)
     return unique
 
-
-def model_id(spec: ModelSpec) -> str:
-    """``<16 hex of the checkpoint's SHA-256>-<8 hex of the config text's SHA-256>``: the weights and how they are
-    built, independent of where the files lie."""
-    if not osp.isfile(spec.checkpoint):
-        raise FileNotFoundError(f'checkpoint not found: {spec.checkpoint}')
-    if not osp.isfile(spec.config):
-        raise FileNotFoundError(f'config not found: {spec.config}')
-    return f'{file_sha256(spec.checkpoint)[:16]}-{file_sha256(spec.config)[:8]}'

@@ -41,8 +41,9 @@ import torch
 
 from calibseg.utils.distributed import StageError, broadcast, dist_info
 
+from .identity import legacy_model_id, model_id
 from .measure import measure
-from .models import ModelSpec, model_id
+from .models import ModelSpec
 from .protocol import StudyProtocol
 from .table import append_row, read_table, write_parquet
 
@@ -98,7 +99,10 @@ def plan(specs: Sequence[ModelSpec], out: str, protocol: StudyProtocol) -> List[
     result = []
     for spec in specs:
         try:
-            mid = model_id(spec)
+            mid = model_id(spec, protocol)
+            if mid not in done:  # a row of an earlier calibseg, whose ids hashed the config's text
+                legacy = legacy_model_id(spec)
+                mid = legacy if legacy in done else mid
         except (OSError, ValueError) as err:
             result.append((spec, None, f'{type(err).__name__}: {err}'))
             continue

@@ -1,7 +1,6 @@
-"""calibseg.study.models: model discovery in work dirs and lists, ordering, de-duplication, model ids."""
+"""calibseg.study.models: model discovery in work dirs and lists, ordering, de-duplication."""
 from __future__ import annotations
 
-import hashlib
 import os.path as osp
 
 import pytest
@@ -10,7 +9,6 @@ from calibseg.study.models import (
     ModelSpec,
     checkpoint_iteration,
     discover_models,
-    model_id,
     parse_model_pair,
     read_model_list,
     work_dir_checkpoints,
@@ -66,12 +64,3 @@ def test_discovery_in_work_dirs_keeps_order_and_drops_duplicates(tmp_path):
     specs = discover_models(work_dirs=[str(run)])  # a run without config is kept, to be reported as failed
     assert specs[0].config.startswith('<no config')
 
-
-def test_model_id_hashes_the_weights_and_the_config(tmp_path):
-    (tmp_path / 'c.py').write_text('a = 1\n')
-    (tmp_path / 'w.pth').write_bytes(b'weights')
-    spec = ModelSpec(str(tmp_path / 'c.py'), str(tmp_path / 'w.pth'), 'g')
-    assert model_id(spec) == (hashlib.sha256(b'weights').hexdigest()[:16] + '-'
-                              + hashlib.sha256(b'a = 1\n').hexdigest()[:8])
-    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
-        model_id(ModelSpec(spec.config, str(tmp_path / 'none.pth'), 'g'))
