@@ -4,12 +4,12 @@
 
 Writes the table (methods as columns) between the results markers of each method's ``configs/<method>/README.md``
 (its own column in bold) and of ``docs/demo_comparison.md``. ``--reuse`` skips training runs whose final
-checkpoint already exists. Same data, schedule (600 iterations, batch 8), model and seed for every method.
+checkpoint already exists. Same data, schedule (600 iterations, batch 8), model and seed for every method. Every run
+is trained first (:func:`calibseg.study.demo.train_compare_runs`, as the demo study trains them), then tested.
 """
 from __future__ import annotations
 
 import argparse
-import glob
 import os.path as osp
 import platform
 import time
@@ -26,21 +26,19 @@ from calibseg.apis.experiment import (
     run_finished,
     run_name,
     test_latest,
-    train,
     training_log_mean,
     write_marked_section,
 )
 from calibseg.datasets.demo import DEFAULTS
-from calibseg.study.demo import COMPARE_WORK_DIR
-
-DEMO_GLOB = 'configs/*/fcn_r18-d16_*_1xb8-600it_demo-voc12aug-96x96.py'
+from calibseg.study.demo import COMPARE_WORK_DIR, DEMO_CONFIG, demo_recipes, train_compare_runs
 
 
 def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('--data-root', default='data/demo')
     parser.add_argument('--work-dir', default=COMPARE_WORK_DIR)
-    parser.add_argument('--configs', nargs='+', default=None, help=f'default: every {DEMO_GLOB}')
+    parser.add_argument('--configs', nargs='+', default=None,
+                        help=f"default: every configs/<method>/{DEMO_CONFIG.format('*')} but configs/posthoc/'s")
     parser.add_argument('--reuse', action='store_true', help='do not retrain runs that finished')
     parser.add_argument('--no-write', action='store_true', help='print the table only')
     parser.add_argument('--verbose', action='store_true', help="mmengine's full logs on the console too")
@@ -59,21 +57,17 @@ def timing(seconds: float, reused: int, total: int) -> str:
 def main(argv: Sequence[str] = None) -> None:
     args = parse_args(argv)
     # training methods only: configs/posthoc/ evaluates a trained model with a fitted calibrator (tools/posthoc_demo.py)
-    configs = args.configs or sorted(p for p in glob.glob(osp.join(REPO_ROOT, DEMO_GLOB))
-                                     if osp.basename(osp.dirname(p)) != 'posthoc')
+    configs = args.configs or demo_recipes(REPO_ROOT)
     configs = sorted(configs, key=lambda c: (method_name(c) != 'ce', method_name(c)))  # CE first
     ensure_demo_data(args.data_root, datasets=('voc',))
-    results: Dict[str, Dict[str, float]] = {}
+    reused = sum(run_finished(c, osp.join(args.work_dir, run_name(c))) for c in configs) if args.reuse else 0
     start = time.time()
-    reused = 0
-    for config in configs:
-        opts = demo_data_options(args.data_root, config=config)
-        work_dir = osp.join(args.work_dir, run_name(config))
-        if args.reuse and run_finished(config, work_dir):
-            reused += 1
-        else:
-            train(config, work_dir, opts, quiet=not args.verbose)
-        results[method_name(config)] = test_latest(config, work_dir, opts, quiet=not args.verbose)
+    work_dirs = train_compare_runs(data_root=args.data_root, work_dir=args.work_dir, repo_root=REPO_ROOT,
+                                   configs=configs, reuse=args.reuse, quiet=not args.verbose, tag='compare')
+    results: Dict[str, Dict[str, float]] = {}
+    for config, work_dir in zip(configs, work_dirs):
+        results[method_name(config)] = test_latest(config, work_dir, demo_data_options(args.data_root, config=config),
+                                                   quiet=not args.verbose)
         gamma = training_log_mean(work_dir, 'gamma_mean')  # γ-Net runs log the mean γ they train with
         if gamma is not None:
             results[method_name(config)]['gamma_mean'] = gamma

@@ -69,22 +69,32 @@ def train_extra_runs(*, data_root: str, work_dir: str, repo_root: str, max_iters
     return dirs
 
 
-def train_compare_runs(*, data_root: str, work_dir: str, repo_root: str, skip_train: bool = False,
+def train_compare_runs(*, data_root: str, work_dir: str, repo_root: str, configs: Optional[Sequence[str]] = None,
+                       reuse: bool = True, skip_train: bool = False, quiet: bool = True, tag: str = 'demo-study',
                        log: Callable[[str], None] = print) -> List[str]:
-    """Train the :func:`demo_recipes` whose final checkpoint is missing into ``work_dir/<config name>``, exactly
-    as ``tools/compare_methods.py`` does (600 iterations, half-way checkpoint; its ``--reuse`` then only tests
-    them); returns every run's work dir."""
+    """Train the demo recipes into ``work_dir/<config name>`` on the demo data at ``data_root`` (each config's own
+    schedule: 600 iterations, half-way checkpoint); returns every run's work dir, in the order of ``configs``.
+
+    ``tools/compare_methods.py`` (which then tests them) and the voc demo study train through here.
+
+    Args:
+        configs: the recipes (default: :func:`demo_recipes` of ``repo_root``).
+        reuse: leave a run whose final checkpoint exists as it is (else train every run again).
+        skip_train: train nothing; return the work dirs.
+        quiet: keep mmengine's logs out of the console (they stay in each run's log file).
+        tag: the prefix of the progress lines (``[tag] <run>: ...``).
+    """
     from calibseg.apis import train
     from calibseg.apis.experiment import demo_data_options, run_finished, run_name
 
     dirs = []
-    for config in demo_recipes(repo_root):
+    for config in demo_recipes(repo_root) if configs is None else configs:
         run_dir = osp.join(work_dir, run_name(config))
         dirs.append(run_dir)
-        if skip_train or run_finished(config, run_dir):
-            log(f'[demo-study] {run_name(config)}: {"skipped" if skip_train else "finished earlier"}')
+        if skip_train or (reuse and run_finished(config, run_dir)):
+            log(f'[{tag}] {run_name(config)}: {"skipped" if skip_train else "finished earlier"}')
             continue
         start = time.time()
-        train(config, work_dir=run_dir, cfg_options=demo_data_options(data_root, config=config), quiet=True)
-        log(f'[demo-study] {run_name(config)}: trained in {time.time() - start:.0f} s')
+        train(config, work_dir=run_dir, cfg_options=demo_data_options(data_root, config=config), quiet=quiet)
+        log(f'[{tag}] {run_name(config)}: trained in {time.time() - start:.0f} s')
     return dirs
