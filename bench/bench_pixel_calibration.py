@@ -34,6 +34,12 @@ round, the order rotating) and prints the median over rounds of each per-round r
 methods of a ratio then share the load of the same moment (throughput only; peak RSS needs the children)::
 
     python bench/bench_pixel_calibration.py --interleave 10 --threads 2
+
+``--thread-scaling ROUNDS`` shows how much a second core speeds up each kind of work of the update on this machine
+(a streaming add, ``exp``, the class-wise ``bincount``, the floor, whole chunk updates), which bounds what the
+chunk workers can gain at 2 threads::
+
+    python bench/bench_pixel_calibration.py --thread-scaling 9
 """
 import argparse
 import json
@@ -231,6 +237,61 @@ def report_interleaved(result: dict) -> None:
                   f'range {values[0]:.2f}-{values[-1]:.2f}) (target >= {target}x on the median: {verdict})')
 
 
+def thread_scaling(rounds: int) -> None:
+    """How much a second core speeds up each kind of work in the full grid's update, on this machine.
+
+    Each operation runs on two independent inputs of one 131072-pixel, 21-class chunk (the statistics' chunk):
+    one after the other in this thread, then at once on two single-threaded pool threads (how the statistics'
+    chunk workers run); the scaling is the ratio of the two wall times (2.0: the second core doubles throughput).
+    A streaming add (memory bandwidth), ``exp`` (arithmetic), the class-wise weighted ``bincount`` (scattered
+    adds into a float64 histogram), a softmax+max (the floor) and the statistics' whole top-label and full-grid
+    chunk updates. Medians of ``rounds`` alternating rounds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from calibseg.functional.calibration import CalibrationStatistics
+    from calibseg.functional.calibration.grid import DEFAULT_GRID
+
+    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(2, initializer=torch.set_num_threads, initargs=(1,))
+    pixels, cells = 131072, CLASSES * DEFAULT_GRID.n_cells
+    gen = torch.Generator().manual_seed(0)
+
+    def inputs() -> dict:
+        logits = torch.randn(1, CLASSES, pixels, 1, generator=gen) * 3.0
+        return dict(logits=logits, labels=torch.randint(0, CLASSES, (1, pixels, 1), generator=gen),
+                    a=torch.rand(CLASSES * pixels, generator=gen), b=torch.rand(CLASSES * pixels, generator=gen),
+                    cells=torch.randint(0, cells, (CLASSES * pixels,), generator=gen, dtype=torch.int32),
+                    weights=torch.rand(CLASSES * pixels, generator=gen, dtype=torch.float64),
+                    top=CalibrationStatistics(CLASSES, input_type='logits', classwise=False, num_workers=1),
+                    full=CalibrationStatistics(CLASSES, input_type='logits', num_workers=1))
+
+    work = {
+        'add (memory)': lambda d: d['a'].add_(d['b']),
+        'exp (arithmetic)': lambda d: torch.exp(d['b'], out=d['a']),
+        'weighted bincount': lambda d: torch.bincount(d['cells'], d['weights'], minlength=cells),
+        'softmax+max (floor)': lambda d: torch.softmax(d['logits'], 1).max(1),
+        'top-label update': lambda d: d['top'].update(d['logits'], d['labels'], defer_checks=True),
+        'full-grid update': lambda d: d['full'].update(d['logits'], d['labels'], defer_checks=True),
+    }
+    pair = [inputs(), inputs()]
+    print(f'thread scaling: two {pixels}-pixel {CLASSES}-class chunks, serial vs two threads, median of {rounds}')
+    for name, fn in work.items():
+        serial, parallel = [], []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            fn(pair[0])
+            fn(pair[1])
+            serial.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            list(pool.map(fn, pair))
+            parallel.append(time.perf_counter() - start)
+        one, two = statistics.median(serial), statistics.median(parallel)
+        print(f'{name:22s} serial {1e3 * one:7.2f} ms  two threads {1e3 * two:7.2f} ms  scaling {one / two:.2f}x')
+    pool.shutdown()
+
+
 def run_child(method: str, args) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), '--child', method, '--pixels', str(int(args.pixels)),
            '--batch', str(args.batch), '--pool', str(args.pool), '--threads', str(args.threads)]
@@ -298,8 +359,14 @@ def main() -> None:
                         help='user path only: run its methods round-robin in one process for ROUNDS rounds of '
                              '--round-samples samples each and print medians (throughput; less noise)')
     parser.add_argument('--round-samples', type=int, default=4, help='samples per method per round (--interleave)')
+    parser.add_argument('--thread-scaling', type=int, default=0, metavar='ROUNDS',
+                        help='how a second core speeds up each kind of work of the update (memory, arithmetic, '
+                             'histograms, the floor, the chunk updates), median of ROUNDS rounds')
     parser.add_argument('--child', choices=METHODS + USER_METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.thread_scaling:
+        thread_scaling(args.thread_scaling)
+        return
     if args.interleave:
         methods = [m for m in (args.methods or USER_METHODS) if m in USER_METHODS]
         report_interleaved(interleaved_child(methods, args.interleave, args.round_samples, args.batch, args.pool,
